@@ -1,0 +1,3 @@
+from mmboundary.cli import main
+
+main()

