@@ -11,10 +11,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# "So, the answer is X" in the forms the real files use: with or without the comma, "the final
-# answer", optional quotes around X and trailing punctuation.
+# "So, the answer is X" in the forms the real files use: with or without the comma, "Therefore"/
+# "Thus", "the final/correct answer", optional quotes around X and trailing punctuation.
 _ANSWER_RE = re.compile(
-    r"(?:^|\b)so,?\s+the\s+(?:final\s+)?answer\s+is\s*:?\s*(?P<answer>.+?)\s*[.!]?\s*$",
+    r"(?:^|\b)(?:so|therefore|thus|hence),?\s+the\s+(?:correct\s+|final\s+)?answer\s+is\s*:?\s*"
+    r"(?P<answer>.+?)\s*[.!]?\s*$",
     re.IGNORECASE | re.DOTALL,
 )
 _QUOTES = "'\"`\u2018\u2019\u201c\u201d"
