@@ -1,0 +1,152 @@
+"""`mmboundary generate`: a VLM answers every sample of a file; one Response per line (resumable).
+
+Each line is ``Response.model_dump(mode="json")`` with ``token_stats`` (raw-logit log-probs,
+entropies, offsets) and ``meta`` = {"sample_index", "finished", decoding parameters}. A sample
+that fails (missing image, model error) is a line with ``text == ""`` and ``meta["error"]`` = the
+reason; the run goes on. A rerun skips (sample id, sample index) pairs already in the output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+DATASET_HELP = ("Format of --data: aokvqa, culturalvqa, scienceqa, sample (Sample JSON) or "
+                "shapes (a ShapesWorld split JSON); default: detected from the fields.")
+
+
+def _load_samples(data: Path, dataset: str | None, images: Path | None) -> list[Any]:
+    if dataset == "shapes":
+        from mmboundary.data.shapes import read_split
+
+        return read_split(data)
+    from mmboundary.data.loaders import load_annotated
+
+    result = load_annotated(data, dataset=dataset, images_dir=images)
+    if result.errors:
+        typer.echo(f"{data}: {len(result.errors)} record(s) could not be loaded; first: "
+                   f"{result.errors[0]}", err=True)
+    return result.samples
+
+
+def _image_loader(dataset: str | None, images: Path | None) -> Any:
+    """``sample -> PIL.Image``; raises (MissingImageError, OSError) with the reason."""
+    if dataset == "shapes":
+        from mmboundary.data.shapes import load_image as load_shapes_image
+
+        return load_shapes_image
+    from mmboundary.data.images import load_image, resolve_image
+
+    return lambda sample: load_image(resolve_image(sample, images))
+
+
+def _response_writer(out: Path) -> Any:
+    """A resumable JSONL writer keyed by ``sample_id#sample_index`` (several samples per id)."""
+    from mmboundary.data.io import JsonlWriter
+
+    class ResponseWriter(JsonlWriter):
+        def _id_of(self, record: dict[str, Any]) -> str:
+            return f"{record['sample_id']}#{record.get('meta', {}).get('sample_index', 0)}"
+
+    return ResponseWriter(out, resume=True)
+
+
+def _run_batch(vlm: Any, batch: list[Any], load: Any, decoding: dict[str, Any],
+               instruction: str | None) -> list[tuple[Any, int, Any | str]]:
+    """Generate for a batch; returns (sample, sample_index, Generation or error reason)."""
+    n = decoding["num_return_sequences"]
+    results: list[tuple[Any, int, Any | str]] = []
+    ready, images = [], []
+    for sample in batch:
+        try:
+            images.append(load(sample))
+            ready.append(sample)
+        except Exception as err:  # noqa: BLE001 - recorded as this sample's error line
+            results += [(sample, k, f"image: {err}") for k in range(n)]
+    if not ready:
+        return results
+    prompts = [vlm.prompt_text(s, instruction) for s in ready]
+    try:
+        gens = vlm.generate(prompts, images, batch_size=len(prompts), **decoding)
+    except Exception as err:  # noqa: BLE001 - isolate the failing sample one by one
+        if len(ready) == 1:
+            return results + [(ready[0], k, f"generate: {err!r}") for k in range(n)]
+        for sample in ready:
+            results += _run_batch(vlm, [sample], load, decoding, instruction)
+        return results
+    for j, gen in enumerate(gens):
+        results.append((ready[gen.prompt_index], j % n, gen))
+    order = {id(s): i for i, s in enumerate(batch)}  # lines in input order, errors included
+    return sorted(results, key=lambda r: (order[id(r[0])], r[1]))
+
+
+def _record(vlm: Any, sample: Any, index: int, outcome: Any, meta: dict[str, Any]) -> Any:
+    from mmboundary.data.schema import Response
+
+    meta = {"sample_index": index, **meta}
+    if isinstance(outcome, str):
+        return Response(sample_id=sample.id, text="", model=vlm.name, meta={**meta, "error": outcome})
+    return Response(sample_id=sample.id, text=outcome.text, model=vlm.name,
+                    token_stats=outcome.token_stats, meta={**meta, "finished": outcome.finished})
+
+
+def generate_command(
+    model: Path = typer.Option(..., "--model", help="Saved model folder (VLM.from_pretrained)."),
+    data: Path = typer.Option(..., "--data", help="Annotated samples file (.json / .jsonl)."),
+    out: Path = typer.Option(..., "--out", help="Responses JSONL to write (appended, resumable)."),
+    dataset: str | None = typer.Option(None, "--dataset", help=DATASET_HELP),
+    images: Path | None = typer.Option(None, "--images", help="Folder holding the images."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Most tokens per response."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N samples."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generate call."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    sample: bool = typer.Option(False, "--sample/--greedy", help="Sample, or decode greedily."),
+    num_samples: int = typer.Option(1, "--num-samples", help="Responses per sample (--sample)."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (1 = off)."),
+    seed: int = typer.Option(0, "--seed", help="Torch seed before generating."),
+    instruction: str | None = typer.Option(
+        None, "--instruction", help="Instruction after the question (default: reason step by "
+        "step, finish with 'So, the answer is X.')."),
+) -> None:
+    """Generate responses (with per-token log-probs and entropies) for every sample."""
+    from rich.progress import Progress
+
+    from mmboundary.models.vlm import VLM
+
+    if num_samples > 1 and not sample:
+        raise typer.BadParameter("--num-samples > 1 needs --sample (greedy gives one response)")
+    try:
+        samples = _load_samples(data, dataset, images)[:limit]
+    except (OSError, ValueError) as err:
+        raise typer.BadParameter(f"--data {data}: {err}") from err
+    vlm = VLM.from_pretrained(model, device=device, dtype=dtype)
+    load = _image_loader(dataset, images)
+    decoding = dict(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
+                    top_p=top_p, num_return_sequences=num_samples)
+    meta = {"do_sample": sample, "max_new_tokens": max_new_tokens, "seed": seed,
+            **({"temperature": temperature, "top_p": top_p} if sample else {}),
+            **({"instruction": instruction} if instruction else {})}
+    import torch
+
+    torch.manual_seed(seed)
+    written = errors = 0
+    with _response_writer(out) as writer, Progress() as progress:
+        todo = [s for s in samples
+                if any(f"{s.id}#{k}" not in writer for k in range(num_samples))]
+        task = progress.add_task("generating", total=len(todo))
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            for s, k, outcome in _run_batch(vlm, batch, load, decoding, instruction):
+                written += writer.write(_record(vlm, s, k, outcome, meta))
+                errors += isinstance(outcome, str)
+            progress.advance(task, len(batch))
+    typer.echo(f"{out}: wrote {written} line(s) ({errors} error(s)); "
+               f"{len(samples) - len(todo)} sample(s) were already done")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate_command)

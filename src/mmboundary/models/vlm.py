@@ -1,0 +1,367 @@
+"""The VLM backend over Hugging Face transformers: generation and teacher-forced scoring.
+
+Both return per-token statistics of the response from the model's RAW logits (before temperature,
+top-k/top-p or suppressed tokens), one row per response token y_i with context c_i:
+
+    logprob_i = log softmax(z_i)[y_i]                 (log p(y_i | c_i))
+    entropy_i = -sum_v p_v(c_i) log p_v(c_i)          (nats, full next-token distribution)
+
+computed in float32 chunk by chunk (never a [batch, seq, vocab] float32 tensor at once).
+Offsets are each token's ``[start, end)`` character span in the response text. Stop tokens (EOS /
+end-of-turn) and special tokens are not part of the text, so they are not in the statistics;
+generation suppresses special tokens other than the stop tokens (a trained model never emits
+them; suppression changes sampling only, never the raw logits read here).
+
+``score(prompts, images, responses)`` re-tokenises each response; when a generated token sequence
+is not the tokenizer's canonical encoding of its own decoded text (e.g. "th"+"e" instead of "the",
+common for random tiny models, rare for trained ones), the re-tokenised ids differ and so do the
+log-probs. ``score_ids`` scores exact token ids and always reproduces ``generate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mmboundary.data.schema import Sample, TokenStats
+from mmboundary.models.prompts import build_messages, question_prompt
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+
+
+@lru_cache(maxsize=1)
+def qwen2vl_image_only_processor_class() -> Any:
+    """A ``Qwen2VLProcessor`` without the video processor (whose class needs torchvision)."""
+    from transformers import Qwen2VLProcessor
+
+    class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
+        """Qwen2-VL / Qwen2.5-VL processor for images only: no video processor, no torchvision."""
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.video_processor = None
+            super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    return Qwen2VLImageOnlyProcessor
+
+
+def load_processor(path: str | Path, model_type: str) -> Any:
+    """``AutoProcessor``, except Qwen2-VL family without torchvision: the image-only processor."""
+    from transformers import AutoProcessor
+
+    if model_type in QWEN_VL_TYPES:
+        try:
+            import torchvision  # noqa: F401
+        except ImportError:
+            return qwen2vl_image_only_processor_class().from_pretrained(path)
+        if "Qwen2VLImageOnlyProcessor" in Path(path, "processor_config.json").read_text():
+            return qwen2vl_image_only_processor_class().from_pretrained(path)
+    return AutoProcessor.from_pretrained(path)
+
+
+def logprobs_and_entropies(
+    logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row log p(target) and full entropy H = -sum p log p from raw logits ``[N, V]``.
+
+    Float32, ``chunk_size`` rows at a time. Returns two float32 tensors of shape ``[N]``.
+    """
+    import torch
+
+    lps, ents = [], []
+    for start in range(0, logits.shape[0], chunk_size):
+        logp = torch.log_softmax(logits[start : start + chunk_size].float(), dim=-1)
+        tgt = targets[start : start + chunk_size].to(logp.device).long()
+        lps.append(logp.gather(-1, tgt[:, None])[:, 0])
+        ents.append(-(logp.exp() * logp).sum(-1))
+    if not lps:
+        empty = torch.zeros(0, dtype=torch.float32)
+        return empty, empty.clone()
+    return torch.cat(lps), torch.cat(ents)
+
+
+def decode_offsets(tokenizer: Any, ids: list[int], text: str) -> list[tuple[int, int]]:
+    """Character span of each token of ``ids`` in ``text`` (= their decoded string).
+
+    The tokenizer's own offset mapping when re-encoding ``text`` gives back ``ids``; otherwise
+    exact spans from the decoded prefixes: token i covers [end_{i-1}, end_i) where end_i is the
+    length of the longest prefix of ``text`` that ``decode(ids[:i+1])`` agrees with. Tokens
+    holding part of a multi-byte character all span that character (spans may then overlap, as
+    in the tokenizer's own offset mapping).
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"]) == list(ids):
+        return [(int(s), int(e)) for s, e in enc["offset_mapping"]]
+    prefixes = tokenizer.batch_decode(
+        [ids[: i + 1] for i in range(len(ids))], skip_special_tokens=True,
+        clean_up_tokenization_spaces=False)
+    offsets, prev = [], 0
+    for prefix in prefixes:
+        end = len(prefix) if text.startswith(prefix) else _common_prefix_len(prefix, text)
+        end = max(prev, min(end, len(text)))
+        # a token ending inside a character spans that character, as in the offset mapping
+        offsets.append((prev, end) if end > prev else (prev, min(prev + 1, len(text))))
+        prev = end
+    return offsets
+
+
+def _common_prefix_len(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class Generation:
+    """One generated response: its text (special tokens stripped), per-token statistics over the
+    text's tokens, the index of its prompt, and whether it stopped at a stop token (else at
+    ``max_new_tokens``)."""
+
+    text: str
+    token_stats: TokenStats
+    prompt_index: int
+    finished: bool
+
+
+class VLM:
+    """A loaded vision-language model + processor; build with ``VLM.from_pretrained(path)``."""
+
+    def __init__(self, model: Any, processor: Any, name: str) -> None:
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.tokenizer = processor.tokenizer
+        self.model_type: str = model.config.model_type
+        self.stop_ids = _stop_ids(model, self.tokenizer)
+        self.suppress_ids = sorted(set(self.tokenizer.all_special_ids) - set(self.stop_ids))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "auto", dtype: str = "auto") -> VLM:
+        """Load a saved model folder. ``device``: auto (cuda if available) | cpu | cuda[:i];
+        ``dtype``: auto (bfloat16 on cuda, float32 on cpu) | float32 | bfloat16 | float16."""
+        import torch
+        from transformers import AutoConfig, AutoModelForImageTextToText
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"VLM.from_pretrained: no config.json in {path}")
+        config = AutoConfig.from_pretrained(path)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        elif dtype in dtypes:
+            torch_dtype = dtypes[dtype]
+        else:
+            raise ValueError(f"VLM.from_pretrained: dtype {dtype!r}; expected auto or {list(dtypes)}")
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype)
+        except ValueError as err:
+            raise ValueError(f"VLM.from_pretrained: {path} holds a {config.model_type!r} model, "
+                             f"which is not an image-text-to-text architecture: {err}") from err
+        model.to(device).eval()
+        return cls(model, load_processor(path, config.model_type), name=str(path))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def prompt_text(self, question: str | Sample, instruction: str | None = None) -> str:
+        """The chat-template prompt (generation prompt included) for a question text or a Sample
+        (rendered with ``question_prompt(sample, instruction)``)."""
+        if isinstance(question, Sample):
+            question = question_prompt(question, instruction)
+        return self.processor.apply_chat_template(
+            build_messages(question), add_generation_prompt=True, tokenize=False)
+
+    def _prompts(self, prompts: list[str | Sample]) -> list[str]:
+        """Prompt strings as given; a Sample becomes ``prompt_text(sample)``."""
+        return [self.prompt_text(p) if isinstance(p, Sample) else p for p in prompts]
+
+    def _encode(self, prompts: list[str], images: list[Image.Image]) -> Any:
+        if len(prompts) != len(images):
+            raise ValueError(f"VLM: {len(prompts)} prompts but {len(images)} images")
+        for i, image in enumerate(images):
+            if image is None:
+                raise ValueError(f"VLM: image {i} is missing (None); every prompt needs an image")
+        enc = self.processor(text=list(prompts), images=[[im.convert("RGB")] for im in images],
+                             padding=True, padding_side="left", return_tensors="pt")
+        enc = enc.to(self.device)
+        for key in ("pixel_values",):
+            if key in enc and enc[key].is_floating_point():
+                enc[key] = enc[key].to(self.model.dtype)
+        return enc
+
+    def generate(
+        self,
+        prompts: list[str | Sample],
+        images: list[Image.Image],
+        max_new_tokens: int = 128,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        num_return_sequences: int = 1,
+        seed: int | None = None,
+        batch_size: int = 8,
+        top_k: int = 0,
+    ) -> list[Generation]:
+        """Generate responses; ``len(prompts) * num_return_sequences`` results, prompt-major.
+
+        Greedy (``do_sample=False``) allows one sequence per prompt. Sampling uses
+        ``temperature``, ``top_p`` and ``top_k`` (0 = off, overriding a checkpoint default);
+        ``seed`` seeds torch once before the first batch. A prompt may be a chat-template string
+        (``prompt_text``) or a Sample (rendered with the default instruction).
+        """
+        import torch
+
+        prompts = self._prompts(prompts)
+        if not do_sample and num_return_sequences != 1:
+            raise ValueError("VLM.generate: greedy decoding gives one sequence per prompt; "
+                             f"got num_return_sequences={num_return_sequences} (use do_sample)")
+        if seed is not None:
+            torch.manual_seed(seed)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens, do_sample=do_sample,
+            num_return_sequences=num_return_sequences, output_logits=True,
+            return_dict_in_generate=True, eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id, suppress_tokens=self.suppress_ids or None)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        results: list[Generation] = []
+        for start in range(0, len(prompts), batch_size):
+            enc = self._encode(prompts[start : start + batch_size],
+                               images[start : start + batch_size])
+            with torch.inference_mode():
+                out = self.model.generate(**enc, **kwargs)
+            new = out.sequences[:, enc["input_ids"].shape[1] :]
+            steps = [logprobs_and_entropies(step_logits, new[:, t])
+                     for t, step_logits in enumerate(out.logits)]
+            lp = torch.stack([s[0] for s in steps], dim=1).cpu()
+            ent = torch.stack([s[1] for s in steps], dim=1).cpu()
+            for row in range(new.shape[0]):
+                results.append(self._generation(
+                    new[row].tolist(), lp[row], ent[row],
+                    start + row // num_return_sequences))
+        return results
+
+    def _generation(self, ids: list[int], lp: Any, ent: Any, prompt_index: int) -> Generation:
+        stop = set(self.stop_ids)
+        cut = next((i for i, tok in enumerate(ids) if tok in stop), len(ids))
+        special = set(self.tokenizer.all_special_ids)
+        keep = [i for i in range(cut) if ids[i] not in special]
+        kept = [ids[i] for i in keep]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True,
+                                     clean_up_tokenization_spaces=False)
+        stats = TokenStats(token_ids=kept, logprobs=[float(lp[i]) for i in keep],
+                           entropies=[float(ent[i]) for i in keep],
+                           offsets=decode_offsets(self.tokenizer, kept, text))
+        return Generation(text=text, token_stats=stats, prompt_index=prompt_index,
+                          finished=cut < len(ids))
+
+    def score(
+        self, prompts: list[str | Sample], images: list[Image.Image], responses: list[str],
+        batch_size: int = 8,
+    ) -> list[TokenStats]:
+        """Teacher-forced statistics of each response after its prompt + image (one forward
+        pass per batch). The response is tokenised on its own (no special tokens), so tokens and
+        offsets cover exactly the response text."""
+        ids, offsets = [], []
+        for i, response in enumerate(responses):
+            if not response:
+                raise ValueError(f"VLM.score: response {i} is empty; nothing to score")
+            enc = self.tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
+            ids.append(list(enc["input_ids"]))
+            offsets.append([(int(s), int(e)) for s, e in enc["offset_mapping"]])
+        return self._score(prompts, images, ids, offsets, batch_size)
+
+    def score_ids(
+        self, prompts: list[str | Sample], images: list[Image.Image], response_ids: list[list[int]],
+        batch_size: int = 8,
+    ) -> list[TokenStats]:
+        """Like ``score`` for exact response token ids (e.g. ``Generation.token_stats.token_ids``);
+        offsets index the decoded text."""
+        offsets = []
+        for i, ids in enumerate(response_ids):
+            if not ids:
+                raise ValueError(f"VLM.score_ids: response {i} has no tokens; nothing to score")
+            text = self.tokenizer.decode(ids, skip_special_tokens=True,
+                                         clean_up_tokenization_spaces=False)
+            offsets.append(decode_offsets(self.tokenizer, list(ids), text))
+        return self._score(prompts, images, [list(x) for x in response_ids], offsets, batch_size)
+
+    def _score(self, prompts: list[str], images: list[Image.Image], ids: list[list[int]],
+               offsets: list[list[tuple[int, int]]], batch_size: int) -> list[TokenStats]:
+        import torch
+
+        prompts = self._prompts(prompts)
+        if len(ids) != len(prompts):
+            raise ValueError(f"VLM.score: {len(prompts)} prompts but {len(ids)} responses")
+        results: list[TokenStats] = []
+        for start in range(0, len(prompts), batch_size):
+            batch = slice(start, start + batch_size)
+            enc = self._encode(prompts[batch], images[batch])
+            resp = ids[batch]
+            inputs, keep = _append_responses(enc, resp, self.tokenizer.pad_token_id)
+            with torch.inference_mode():
+                logits = self.model(**inputs, logits_to_keep=keep).logits
+            for row, (r_ids, r_off) in enumerate(zip(resp, offsets[batch], strict=False)):
+                n = len(r_ids)
+                rows = logits[row, keep - n - 1 : keep - 1]
+                lp, ent = logprobs_and_entropies(rows, torch.tensor(r_ids))
+                results.append(TokenStats(token_ids=r_ids, logprobs=lp.tolist(),
+                                          entropies=ent.tolist(), offsets=r_off))
+        return results
+
+
+def _append_responses(enc: Any, responses: list[list[int]], pad_id: int) -> tuple[dict, int]:
+    """Left-padded prompt+response sequences from a left-padded prompt batch.
+
+    Per-token inputs (``input_ids``, ``attention_mask``, ``mm_token_type_ids``) are rebuilt; image
+    inputs pass through. Returns the inputs and ``logits_to_keep`` = longest response + 1.
+    """
+    import torch
+
+    mask = enc["attention_mask"].bool()
+    rows = []
+    for b, resp in enumerate(responses):
+        prompt = enc["input_ids"][b][mask[b]]
+        rows.append(torch.cat([prompt, torch.tensor(resp, dtype=prompt.dtype,
+                                                    device=prompt.device)]))
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=rows[0].dtype, device=rows[0].device)
+    attention = torch.zeros_like(ids)
+    for b, row in enumerate(rows):
+        ids[b, length - len(row) :] = row
+        attention[b, length - len(row) :] = 1
+    inputs = dict(enc)
+    inputs.update(input_ids=ids, attention_mask=attention)
+    if "mm_token_type_ids" in enc:
+        types = torch.zeros_like(ids)
+        for b, resp in enumerate(responses):
+            prompt_types = enc["mm_token_type_ids"][b][mask[b]]
+            end = length - len(resp)
+            types[b, end - len(prompt_types) : end] = prompt_types
+        inputs["mm_token_type_ids"] = types
+    return inputs, max(len(r) for r in responses) + 1
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS / end-of-turn ids: the generation config's ``eos_token_id`` plus the tokenizer's."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError(f"VLM: no EOS / end-of-turn token in {model.name_or_path}")
+    return ids
