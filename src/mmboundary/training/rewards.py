@@ -1,0 +1,464 @@
+"""Stage 2 rewards (METHOD.md section 6): R_KA, R_EC and R_CS over whole completions.
+
+Per completion with steps t = 1..T (one sentence each, ``parse_steps``):
+
+- e_t: expressed confidence, the value of the step's confidence statement; a step without one
+  counts 0.5 and lowers the format score;
+- a_t: step correctness, 1 if max_j g(content_t, ref_j) >= tau else 0 (g = sentence similarity,
+  ref_j = the sample's reference steps, tau configurable);
+- i_t: internal confidence (sections 2-3), scored by the frozen warm-up model by default **(ours)**
+  or by the policy being trained (the paper's figure);
+- ans: 1 if the final answer ("So, the answer is X") is correct, else 0.
+
+The per-step values are computed ONCE per completion by a :class:`StepAnalyzer` and shared by the
+three reward functions, which have TRL's reward shape ``(completions, **columns) -> list[float]``
+(bind the analyzer with ``functools.partial``; TRL names the reward after the wrapped function).
+Malformed text never raises: an empty completion, a completion without an answer step or without
+statements scores low, and the reason is logged through TRL's ``log_extra`` column
+``mmb/problems``. ``None`` is returned where correctness is unknown (no gold answer or no reference
+chain), as TRL's ``brier_score_reward`` does; TRL ignores ``None`` in the weighted sum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from mmboundary.data.schema import Sample, Step, extract_answer
+
+#: e_t of a step that carries no confidence statement (METHOD.md section 6).
+MISSING_STATEMENT_CONFIDENCE = 0.5
+
+
+class Similarity(Protocol):
+    """``pairwise(a, b) -> [len(a), len(b)]`` similarities in [0, 1] (models.similarity)."""
+
+    def pairwise(self, a: list[str], b: list[str]) -> np.ndarray: ...
+
+
+class InternalConfidence(Protocol):
+    """Scores i_t for every step of a batch of completions (one batched model pass).
+
+    Called with the samples, their images (PIL or None), the completion texts and the parsed
+    steps; returns one list of confidences in [0, 1] per completion, one value per step.
+    """
+
+    def __call__(self, samples: Sequence[Sample], images: Sequence[Any], texts: Sequence[str],
+                 steps: Sequence[Sequence[Step]]) -> list[list[float]]: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# The math: pure functions, numbers in, numbers out.
+# ---------------------------------------------------------------------------------------------
+def knowledge_accuracy(answer_correct: float, step_correct: Sequence[float]) -> float:
+    """R_KA = 0.5 * ans + 0.5 * mean_t a_t **(ours: the form)**; mean over no steps = 0.
+
+    >>> knowledge_accuracy(1.0, [1, 0])
+    0.75
+    """
+    mean_a = float(np.mean(step_correct)) if len(step_correct) else 0.0
+    return 0.5 * float(answer_correct) + 0.5 * mean_a
+
+
+def expected_calibration(expressed: Sequence[float], step_correct: Sequence[float]) -> float:
+    """R_EC = 1 - mean_t (e_t - a_t)^2 **(ours: the form)**, a step-level Brier score.
+
+    No steps scores 0 (nothing to calibrate is the worst outcome, never a free 1).
+
+    >>> expected_calibration([0.9, 0.3], [1, 0])
+    0.95
+    """
+    if not len(expressed):
+        return 0.0
+    e, a = np.asarray(expressed, float), np.asarray(step_correct, float)
+    return float(round(1.0 - np.mean((e - a) ** 2), 12))
+
+
+def confidence_self_calibration(expressed: Sequence[float], internal: Sequence[float]) -> float:
+    """R_CS = 1 - mean_t |e_t - i_t| **(ours: the form)**; no steps scores 0.
+
+    Steps whose i_t is NaN (no content token to score) are left out of the mean; NaN when no
+    step has an i_t.
+
+    >>> confidence_self_calibration([0.9, 0.5], [0.7, 0.5])
+    0.9
+    """
+    if not len(expressed):
+        return 0.0
+    e, i = np.asarray(expressed, float), np.asarray(internal, float)
+    known = np.isfinite(i)
+    if not known.any():
+        return float("nan")
+    return float(round(1.0 - np.mean(np.abs(e[known] - i[known])), 12))
+
+
+def format_score(has_statement: Sequence[bool], has_answer: bool) -> float:
+    """Format = 0.5 * (share of steps with a statement) + 0.5 * [an answer step exists] **(ours)**.
+
+    >>> format_score([True, False], has_answer=True)
+    0.75
+    """
+    if not len(has_statement):
+        return 0.0
+    return 0.5 * float(np.mean(has_statement)) + 0.5 * float(has_answer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-completion analysis, computed once and shared.
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class StepAnalysis:
+    """Everything the rewards need about one completion (``None`` = unknown, see module doc)."""
+
+    sample_id: str
+    steps: list[Step]
+    expressed: list[float]
+    has_statement: list[bool]
+    step_correct: list[float] | None
+    internal: list[float] | None
+    answer: str | None
+    answer_correct: float | None
+    format: float
+    problems: list[str] = field(default_factory=list)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a TRL completion: a string, or ``[{"role": "assistant", "content": ...}]``."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content", "")
+        if isinstance(content, list):  # content parts: keep the text ones
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return str(content or "")
+    return ""
+
+
+class StepAnalyzer:
+    """Parses each completion once and computes e_t, a_t, i_t, ans and the format score.
+
+    Results are cached by (training step, sample id, completion text), so the three reward
+    functions of one GRPO step share one parse, one similarity call and one internal-confidence
+    pass. Entries of earlier training steps are dropped (with ``internal_from="policy"`` the same
+    text scores differently once the policy has moved).
+
+    Args:
+        parse: text -> steps with ``statement`` / ``content_end`` / ``expressed_confidence`` set
+            (default: ``text.statements.parse_steps`` with the shipped statement bank).
+        similarity: g for step correctness and open answers (default: ``default_similarity()``).
+        tau: step-correctness threshold on g (default ``evaluation.matching.DEFAULT_STEP_TAU``,
+            the threshold evaluation uses).
+        answer_tau: open-answer threshold (default ``DEFAULT_ANSWER_TAU``).
+        internal: scorer of i_t; ``None`` when R_CS is off (then ``internal`` stays ``None``).
+        cache_size: most analyses kept.
+    """
+
+    def __init__(self, *, parse: Callable[[str], list[Step]] | None = None,
+                 similarity: Similarity | None = None, tau: float | None = None,
+                 answer_tau: float | None = None, internal: InternalConfidence | None = None,
+                 cache_size: int = 4096) -> None:
+        from mmboundary.evaluation.matching import DEFAULT_ANSWER_TAU, DEFAULT_STEP_TAU
+
+        tau = DEFAULT_STEP_TAU if tau is None else tau
+        answer_tau = DEFAULT_ANSWER_TAU if answer_tau is None else answer_tau
+        for name, value in (("tau", tau), ("answer_tau", answer_tau)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"StepAnalyzer: {name} must be in [0, 1], got {value}")
+        self._parse = parse
+        self._similarity = similarity
+        self.tau = tau
+        self.answer_tau = answer_tau
+        self.internal = internal
+        self.cache_size = cache_size
+        self.parse_calls = 0
+        self._cache: dict[tuple[Any, str, str], StepAnalysis] = {}
+        self._step: Any = None
+        self._logged: tuple | None = None
+
+    @property
+    def similarity(self) -> Similarity:
+        if self._similarity is None:
+            from mmboundary.models.similarity import default_similarity
+
+            self._similarity = default_similarity()
+        return self._similarity
+
+    def parse(self, text: str) -> list[Step]:
+        self.parse_calls += 1
+        if self._parse is None:
+            from mmboundary.text.statements import parse_steps
+
+            self._parse = parse_steps
+        return self._parse(text)
+
+    def analyze(self, completions: Sequence[Any], sample: Sequence[Any], *,
+                image: Sequence[Any] | None = None, trainer_state: Any = None,
+                log_extra: Callable[[str, list], None] | None = None,
+                log_metric: Callable[[str, float], None] | None = None) -> list[StepAnalysis]:
+        """Analyses for a batch; ``sample`` = the dataset's ``sample`` column (JSON or Sample)."""
+        samples = [s if isinstance(s, Sample) else Sample.model_validate_json(s) for s in sample]
+        texts = [completion_text(c) for c in completions]
+        step = getattr(trainer_state, "global_step", None)
+        if step != self._step:
+            self._cache.clear()
+            self._step = step
+        keys = [(step, s.id, t) for s, t in zip(samples, texts, strict=True)]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        if todo:
+            where = {k: keys.index(k) for k in todo}
+            images = list(image) if image is not None else [None] * len(keys)
+            fresh = self._compute([samples[where[k]] for k in todo], [images[where[k]] for k in todo],
+                                  [k[2] for k in todo])
+            if len(self._cache) + len(fresh) > self.cache_size:
+                self._cache.clear()
+            self._cache.update(zip(todo, fresh, strict=True))
+        results = [self._cache[k] for k in keys]
+        if tuple(keys) != self._logged:  # log each batch once, whichever reward asks first
+            self._logged = tuple(keys)
+            _log_analyses(results, log_extra, log_metric)
+        return results
+
+    def _compute(self, samples: list[Sample], images: list[Any],
+                 texts: list[str]) -> list[StepAnalysis]:
+        analyses = [self._parse_one(s, t) for s, t in zip(samples, texts, strict=True)]
+        self._fill_step_correctness(analyses, samples)
+        if self.internal is not None:
+            with_steps = [i for i, a in enumerate(analyses) if a.steps]
+            if with_steps:
+                scores = self.internal([samples[i] for i in with_steps],
+                                       [images[i] for i in with_steps],
+                                       [texts[i] for i in with_steps],
+                                       [analyses[i].steps for i in with_steps])
+                for i, values in zip(with_steps, scores, strict=True):
+                    analyses[i].internal = _checked_internal(values, analyses[i])
+            for a in analyses:
+                if not a.steps:
+                    a.internal = []
+        return analyses
+
+    def _parse_one(self, sample: Sample, text: str) -> StepAnalysis:
+        problems: list[str] = []
+        try:
+            steps = self.parse(text) if text.strip() else []
+        except Exception as err:  # a parser failure on odd text scores low, never stops training
+            steps = []
+            problems.append(f"unparseable: {type(err).__name__}: {err}")
+        if not text.strip():
+            problems.append("empty completion")
+        has = [s.expressed_confidence is not None for s in steps]
+        expressed = [MISSING_STATEMENT_CONFIDENCE if s.expressed_confidence is None
+                     else float(s.expressed_confidence) for s in steps]
+        if steps and not all(has):
+            problems.append(f"no confidence statement in {has.count(False)}/{len(steps)} steps")
+        answer = extract_answer(steps[-1].content) if steps else None
+        answer_correct: float | None = 0.0
+        if answer is None:
+            if steps:
+                problems.append("no answer step")
+        else:
+            answer_correct = self.answer_correctness(sample, answer, problems)
+        return StepAnalysis(sample_id=sample.id, steps=steps, expressed=expressed,
+                            has_statement=has, step_correct=None, internal=None, answer=answer,
+                            answer_correct=answer_correct,
+                            format=format_score(has, answer is not None), problems=problems)
+
+    def answer_correctness(self, sample: Sample, answer: str, problems: list[str]) -> float | None:
+        """ans from ``evaluation.matching.judge_answer`` (the definition evaluation uses);
+        ``None`` (and a logged problem) when the sample has no gold answer."""
+        from mmboundary.evaluation.matching import judge_answer
+
+        if sample.gold_answer is None and not sample.direct_answers:
+            problems.append(f"sample {sample.id}: no gold answer, correctness unknown")
+            return None
+        return judge_answer(sample, answer, self.similarity, answer_tau=self.answer_tau).score
+
+    def _fill_step_correctness(self, analyses: list[StepAnalysis], samples: list[Sample]) -> None:
+        """a_t for every step of the batch from ONE pairwise similarity call."""
+        contents = sorted({s.content.strip() for a in analyses for s in a.steps})
+        refs = sorted({r for s in samples if s.reference for r in s.reference.steps})
+        sim = self.similarity.pairwise(contents, refs) if contents and refs else None
+        row = {c: i for i, c in enumerate(contents)}
+        col = {r: j for j, r in enumerate(refs)}
+        for a, sample in zip(analyses, samples, strict=True):
+            ref_steps = sample.reference.steps if sample.reference else []
+            if not ref_steps:
+                a.problems.append(f"sample {sample.id}: no reference chain, step correctness unknown")
+                continue
+            if sim is None:
+                a.step_correct = []
+                continue
+            cols = [col[r] for r in ref_steps]
+            a.step_correct = [float(sim[row[s.content.strip()], cols].max() >= self.tau)
+                              for s in a.steps]
+
+
+def _checked_internal(values: Sequence[float], analysis: StepAnalysis) -> list[float]:
+    values = [float(v) for v in values]
+    if len(values) != len(analysis.steps):
+        raise ValueError(f"internal confidence scorer returned {len(values)} values for sample "
+                         f"{analysis.sample_id}, expected one per step ({len(analysis.steps)})")
+    unknown = sum(not math.isfinite(v) for v in values)
+    if unknown:
+        analysis.problems.append(f"no internal confidence for {unknown}/{len(values)} steps")
+    return values
+
+
+def _mean(values: Sequence[float | None]) -> float:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else float("nan")
+
+
+def _log_analyses(results: list[StepAnalysis], log_extra: Callable | None,
+                  log_metric: Callable | None) -> None:
+    if log_extra is not None:
+        log_extra("mmb/steps", [len(a.steps) for a in results])
+        log_extra("mmb/answer", [a.answer for a in results])
+        log_extra("mmb/format", [a.format for a in results])
+        log_extra("mmb/problems", ["; ".join(a.problems) for a in results])
+    if log_metric is None:
+        return
+    metrics = {
+        "mmb/format_score": _mean([a.format for a in results]),
+        "mmb/answer_accuracy": _mean([a.answer_correct for a in results]),
+        "mmb/step_accuracy": _mean([_mean(a.step_correct) if a.step_correct else None
+                                    for a in results]),
+        "mmb/mean_expressed": _mean([_mean(a.expressed) if a.expressed else None
+                                     for a in results]),
+        "mmb/mean_internal": _mean([float(np.nanmean(a.internal)) if a.internal
+                                    and np.isfinite(a.internal).any() else None for a in results]),
+        "mmb/statement_rate": _mean([_mean(a.has_statement) if a.steps else 0.0
+                                     for a in results]),
+    }
+    for name, value in metrics.items():
+        if math.isfinite(value):  # unknown (e.g. no references) is left out, not logged as nan
+            log_metric(name, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reward functions, in TRL's shape. Bind the analyzer: partial(fn, analyzer=analyzer).
+# ---------------------------------------------------------------------------------------------
+def knowledge_accuracy_reward(completions: list, sample: list, *, analyzer: StepAnalyzer,
+                              image: list | None = None, trainer_state: Any = None,
+                              log_extra: Callable | None = None,
+                              log_metric: Callable | None = None,
+                              **kwargs: Any) -> list[float | None]:
+    """R_KA = 0.5 * ans + 0.5 * mean_t a_t (knowledge accuracy, METHOD.md section 6).
+
+    ans = 1 if the final "So, the answer is X" is correct (0 when there is no answer step);
+    a_t = 1 if max_j g(step_t, ref_j) >= tau. An empty completion scores 0. ``None`` when the
+    sample has no gold answer or no reference chain (correctness unknown).
+
+    Args:
+        completions: TRL completions (strings or ``[{"role": "assistant", "content": ...}]``).
+        sample: the dataset column ``sample``: each row's :class:`Sample` as JSON.
+        analyzer: the shared :class:`StepAnalyzer`.
+        image, trainer_state, log_extra, log_metric: passed by TRL; optional outside a trainer.
+
+    Example:
+    >>> from mmboundary.data.schema import ReferenceChain, Sample
+    >>> class Same:  # 1 for the same sentence (final dot ignored): a stand-in for MiniLM
+    ...     def pairwise(self, a, b):
+    ...         return np.array([[float(x.strip(".") == y.strip(".")) for y in b] for x in a])
+    >>> s = Sample(id="s1", dataset="toy", question="How many circles?", answers=["2"],
+    ...            reference=ReferenceChain(image_level=["There are two circles."],
+    ...                                     reasoning_level=["So, the answer is 2."]))
+    >>> good = "There are two circles, with total certainty. So, the answer is 2, and I believe this is right."
+    >>> bad = "There are three squares, with total certainty. So, the answer is 3, with total certainty."
+    >>> knowledge_accuracy_reward([good, bad], [s.model_dump_json()] * 2,
+    ...                           analyzer=StepAnalyzer(similarity=Same()))
+    [1.0, 0.0]
+    """
+    analyses = analyzer.analyze(completions, sample, image=image, trainer_state=trainer_state,
+                                log_extra=log_extra, log_metric=log_metric)
+    return [None if a.answer_correct is None or a.step_correct is None
+            else knowledge_accuracy(a.answer_correct, a.step_correct) for a in analyses]
+
+
+def expected_calibration_reward(completions: list, sample: list, *, analyzer: StepAnalyzer,
+                                image: list | None = None, trainer_state: Any = None,
+                                log_extra: Callable | None = None,
+                                log_metric: Callable | None = None,
+                                **kwargs: Any) -> list[float | None]:
+    """R_EC = 1 - mean_t (e_t - a_t)^2 (expected calibration, METHOD.md section 6).
+
+    The step-level generalisation of TRL's response-level ``brier_score_reward`` (RLCR,
+    1 - (confidence - correctness)^2): one Brier term per reasoning step, e_t the step's
+    expressed confidence (0.5 without a statement), a_t its correctness. An empty completion
+    scores 0; ``None`` when the sample has no reference chain. Arguments as
+    :func:`knowledge_accuracy_reward`.
+
+    Example (``Same``, ``s``, ``good``, ``bad`` as in :func:`knowledge_accuracy_reward`):
+    >>> from mmboundary.data.schema import ReferenceChain, Sample
+    >>> class Same:
+    ...     def pairwise(self, a, b):
+    ...         return np.array([[float(x.strip(".") == y.strip(".")) for y in b] for x in a])
+    >>> s = Sample(id="s1", dataset="toy", question="How many circles?", answers=["2"],
+    ...            reference=ReferenceChain(image_level=["There are two circles."],
+    ...                                     reasoning_level=["So, the answer is 2."]))
+    >>> good = "There are two circles, with total certainty. So, the answer is 2, and I believe this is right."
+    >>> bad = "There are three squares, with total certainty. So, the answer is 3, with total certainty."
+    >>> rewards = expected_calibration_reward([good, bad, ""], [s.model_dump_json()] * 3,
+    ...                                       analyzer=StepAnalyzer(similarity=Same()))
+    >>> [round(r, 3) for r in rewards]  # 1-(0.01+0.09)/2, 1-(0.81+0.81)/2, empty
+    [0.95, 0.19, 0.0]
+    """
+    analyses = analyzer.analyze(completions, sample, image=image, trainer_state=trainer_state,
+                                log_extra=log_extra, log_metric=log_metric)
+    return [None if a.step_correct is None else expected_calibration(a.expressed, a.step_correct)
+            for a in analyses]
+
+
+def confidence_self_calibration_reward(completions: list, sample: list, *,
+                                       analyzer: StepAnalyzer, image: list | None = None,
+                                       trainer_state: Any = None,
+                                       log_extra: Callable | None = None,
+                                       log_metric: Callable | None = None,
+                                       **kwargs: Any) -> list[float | None]:
+    """R_CS = 1 - mean_t |e_t - i_t| (confidence self-calibration, METHOD.md section 6).
+
+    e_t = expressed confidence (0.5 without a statement), i_t = internal confidence from the
+    analyzer's scorer (frozen warm-up model by default **(ours)**). An empty completion scores 0.
+    Arguments as :func:`knowledge_accuracy_reward`; the analyzer must have an ``internal`` scorer.
+
+    Example with a scorer that finds every step 0.7 sure:
+    >>> from mmboundary.data.schema import Sample
+    >>> s = Sample(id="s1", dataset="toy", question="How many circles?")
+    >>> flat = lambda samples, images, texts, steps: [[0.7] * len(st) for st in steps]
+    >>> text = "There are two circles, with total certainty. So, the answer is 2."
+    >>> r = confidence_self_calibration_reward([text], [s.model_dump_json()],
+    ...         analyzer=StepAnalyzer(similarity=None, internal=flat))
+    >>> round(r[0], 3)  # 1 - (|0.9-0.7| + |0.5-0.7|) / 2
+    0.8
+    """
+    if analyzer.internal is None:
+        raise ValueError("confidence_self_calibration_reward needs StepAnalyzer(internal=...): "
+                         "an internal-confidence scorer (or turn R_CS off: weight gamma = 0)")
+    analyses = analyzer.analyze(completions, sample, image=image, trainer_state=trainer_state,
+                                log_extra=log_extra, log_metric=log_metric)
+    scores = [None if a.internal is None else confidence_self_calibration(a.expressed, a.internal)
+              for a in analyses]
+    return [None if r is None or math.isnan(r) else r for r in scores]
+
+
+def format_reward(completions: list, sample: list, *, analyzer: StepAnalyzer,
+                  image: list | None = None, trainer_state: Any = None,
+                  log_extra: Callable | None = None, log_metric: Callable | None = None,
+                  **kwargs: Any) -> list[float]:
+    """Format = 0.5 * share of steps with a statement + 0.5 * [answer step] **(ours)**.
+
+    Off by default (weight 0): R_EC and R_CS already pull e_t away from the 0.5 of a missing
+    statement. Useful for RL from the vanilla model (DRL), which rarely writes statements.
+
+    >>> from mmboundary.data.schema import Sample
+    >>> s = Sample(id="s1", dataset="toy", question="How many circles?").model_dump_json()
+    >>> format_reward(["There are two circles, with total certainty. So, the answer is 2.", ""],
+    ...               [s, s], analyzer=StepAnalyzer(similarity=None))
+    [0.75, 0.0]
+    """
+    analyses = analyzer.analyze(completions, sample, image=image, trainer_state=trainer_state,
+                                log_extra=log_extra, log_metric=log_metric)
+    return [a.format for a in analyses]

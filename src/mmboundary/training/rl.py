@@ -1,0 +1,339 @@
+"""Stage 2: RL calibration with R_KA, R_EC and R_CS over TRL's GRPOTrainer (METHOD.md section 6).
+
+The paper trains with PPO and GAE; TRL no longer ships PPO, so we use GRPO **(ours)**: per prompt a
+group of ``num_generations`` completions, each scored by the weighted rewards
+R = alpha R_KA + beta R_EC + gamma R_CS, advantages = the reward minus the group mean (scaled by the
+group std), a KL term to the reference model (``kl_beta``). ``docs/RL.md`` explains what changes.
+
+Dataset rows: ``{"prompt": [user turn with the image], "image": PIL, "sample": Sample JSON}``;
+TRL hands ``sample`` and ``image`` to the rewards. The rewards share one ``StepAnalyzer``.
+Outputs in ``output_dir``: ``model/`` (merged, loads with ``VLM.from_pretrained``),
+``adapter/`` (LoRA runs), ``reward_log.jsonl`` (one line per logging step: every reward's mean and
+std), ``rl_config.yaml`` and ``rl_summary.json`` (first vs last logged reward means).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmboundary.data.io import read_jsonl, write_json_atomic
+from mmboundary.data.schema import Sample, Step
+from mmboundary.training import rewards as R
+from mmboundary.training.rl_config import RLConfig
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+def load_rl_samples(config: RLConfig) -> list[Sample]:
+    """The training samples: ``train_file`` (.jsonl of Samples / ShapesWorld split .json) or
+    ``shapes_train`` generated ShapesWorld samples; cut to ``max_samples``."""
+    if config.train_file is not None:
+        path = Path(config.train_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"RLConfig.train_file: no file at {path}")
+        if path.suffix == ".json":
+            from mmboundary.data.shapes import read_split
+
+            samples = read_split(path)
+        else:
+            samples = []
+            for i, record in enumerate(read_jsonl(path)):
+                try:
+                    samples.append(Sample.model_validate(record))
+                except ValueError as err:
+                    raise ValueError(f"{path}: line {i + 1}: not a Sample: {err}") from err
+    else:
+        from mmboundary.data.shapes import make_samples
+
+        samples = make_samples(config.shapes_train, seed=config.shapes_seed, split="train")
+    samples = samples[: config.max_samples] if config.max_samples else samples
+    if not samples:
+        raise ValueError(f"RL: no training samples (train_file={config.train_file}, "
+                         f"shapes_train={config.shapes_train})")
+    return samples
+
+
+def sample_image(sample: Sample, images_dir: str | None) -> Any:
+    """The sample's PIL image: ShapesWorld samples render from ``meta``; others from disk."""
+    if "render" in sample.meta and "scene" in sample.meta:
+        from mmboundary.data.shapes import load_image as load_shapes_image
+
+        return load_shapes_image(sample)
+    from mmboundary.data.images import load_image, resolve_image
+
+    return load_image(resolve_image(sample, images_dir))
+
+
+def build_rl_dataset(samples: Sequence[Sample], images_dir: str | None,
+                     instruction: str | None = None) -> Any:
+    """A ``datasets.Dataset`` with ``prompt`` (chat messages), ``image`` and ``sample`` (JSON)."""
+    from datasets import Dataset
+
+    from mmboundary.models.prompts import build_messages, question_prompt
+
+    rows = [{"prompt": build_messages(question_prompt(s, instruction)),
+             "image": sample_image(s, images_dir),
+             "sample": s.model_dump_json()} for s in samples]
+    return Dataset.from_list(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Internal confidence i_t: a model's teacher-forced pass + estimators + fitted calibrator
+# ---------------------------------------------------------------------------------------------
+class ModelInternalConfidence:
+    """i_t for every step of a batch of completions (implements ``rewards.InternalConfidence``).
+
+    ``confidence.pipeline.estimate_batch`` (ONE teacher-forced pass of ``vlm`` over prompt +
+    completion per batch, the calibrator's estimators on each step's content tokens), then the
+    fitted ``ConfidenceCalibrator`` (normalise + fuse). A step without content tokens, or a
+    completion the pipeline cannot score (its reason is in ``errors``), gets NaN: R_CS then
+    averages over the other steps, or is ``None``. ``vlm`` is the frozen warm-up model, or the
+    policy (``internal_from="policy"``; scored in eval mode, no gradients).
+    """
+
+    def __init__(self, vlm: Any, calibrator: Any, *, similarity: Any = None, clip: Any = None,
+                 parser: Any = None, instruction: str | None = None, batch_size: int = 8) -> None:
+        self.vlm, self.calibrator, self.parser = vlm, calibrator, parser
+        self.similarity, self.clip = similarity, clip
+        self.instruction, self.batch_size = instruction, batch_size
+        self.errors: list[str] = []
+
+    def responses(self, samples: Sequence[Sample], images: Sequence[Any],
+                  texts: Sequence[str], estimators: Sequence[str] | None = None) -> list[Any]:
+        """The pipeline's ``Response`` per completion, steps carrying ``raw_scores``."""
+        from mmboundary.confidence.pipeline import EstimateConfig, estimate_batch
+
+        by_id = {s.id: im for s, im in zip(samples, images, strict=True) if im is not None}
+
+        def loader(sample: Sample) -> tuple[Any, str]:
+            image = by_id.get(sample.id)
+            return (image if image is not None else sample_image(sample, None)), sample.id
+
+        names = tuple(estimators or self.calibrator.estimators)
+        config = EstimateConfig(estimators=names, instruction=self.instruction,
+                                batch_size=self.batch_size, keep_token_stats=False)
+        model = self.vlm.model
+        was_training = model.training
+        model.eval()
+        try:
+            return estimate_batch(self.vlm, list(samples), list(texts),
+                                  similarity=self.similarity, clip=self.clip,
+                                  parser=self.parser, image_loader=loader, config=config)
+        finally:
+            model.train(was_training)
+
+    def __call__(self, samples: Sequence[Sample], images: Sequence[Any], texts: Sequence[str],
+                 steps: Sequence[Sequence[Step]]) -> list[list[float]]:
+        from mmboundary.confidence.outputs import apply_calibrator
+
+        responses = self.responses(samples, images, texts)
+        scored = [r for r in responses if "error" not in r.meta]
+        apply_calibrator(scored, self.calibrator)
+        self.errors = [r.meta["error"] for r in responses if "error" in r.meta]
+        out = []
+        for response, own in zip(responses, steps, strict=True):
+            if "error" in response.meta or len(response.steps) != len(own):
+                out.append([float("nan")] * len(own))
+                continue
+            out.append([float("nan") if st.confidence is None else float(st.confidence)
+                        for st in response.steps])
+        return out
+
+
+def _build_internal(config: RLConfig, policy: Any, similarity: Any, parser: Any) -> Any:
+    """The i_t scorer for R_CS (None when gamma = 0 and no calibrator is given)."""
+    if config.calibrator is None:
+        return None
+    from mmboundary.confidence.normalize import ConfidenceCalibrator
+
+    calibrator = ConfidenceCalibrator.load(config.calibrator)
+    clip = None
+    if "clips" in calibrator.estimators:
+        if config.clip_model is None:
+            raise ValueError(f"{config.calibrator}: the calibrator uses the CLIPS estimator; give "
+                             "RLConfig.clip_model (a CLIP folder)")
+        from mmboundary.models.clip import ClipScorer
+
+        clip = ClipScorer(config.clip_model)
+    if config.internal_from == "policy":
+        scorer_vlm = policy
+    else:
+        from mmboundary.models.vlm import VLM
+
+        scorer_vlm = VLM.from_pretrained(config.internal_model or config.model, device=_device())
+        scorer_vlm.model.requires_grad_(False)
+    return ModelInternalConfidence(scorer_vlm, calibrator, similarity=similarity, clip=clip,
+                                   parser=parser, instruction=config.instruction,
+                                   batch_size=config.internal_batch_size)
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rewards as TRL sees them, and the reward log
+# ---------------------------------------------------------------------------------------------
+def build_reward_functions(config: RLConfig,
+                           analyzer: R.StepAnalyzer) -> tuple[list[Any], list[float]]:
+    """Reward callables + weights for TRL. R_KA, R_EC and the format score are always computed
+    (cheap, shared analysis; logged even at weight 0 so ablations stay comparable); R_CS whenever
+    an internal-confidence scorer exists. TRL logs each as ``rewards/<function name>/mean|std``."""
+    funcs = [functools.partial(R.knowledge_accuracy_reward, analyzer=analyzer),
+             functools.partial(R.expected_calibration_reward, analyzer=analyzer)]
+    weights = [config.alpha, config.beta]
+    if analyzer.internal is not None:
+        funcs.append(functools.partial(R.confidence_self_calibration_reward, analyzer=analyzer))
+        weights.append(config.gamma)
+    elif config.gamma > 0:
+        raise ValueError("RL: gamma > 0 needs an internal-confidence scorer (RLConfig.calibrator)")
+    funcs.append(functools.partial(R.format_reward, analyzer=analyzer))
+    weights.append(config.format_weight)
+    return funcs, weights
+
+
+_LOGGED_PREFIXES = ("rewards/", "reward", "mmb/", "kl", "entropy", "completions/mean_length",
+                    "learning_rate", "loss")
+
+
+def reward_log_callback(path: Path) -> Any:
+    """A ``TrainerCallback`` appending each training log's reward statistics to ``path``."""
+    from transformers import TrainerCallback
+
+    class RewardLog(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
+                   **kwargs: Any) -> None:
+            if not logs or not state.is_world_process_zero or "train_runtime" in logs:
+                return
+            row = {"step": state.global_step,
+                   **{k: v for k, v in logs.items() if k.startswith(_LOGGED_PREFIXES)}}
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    return RewardLog()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+def grpo_args(config: RLConfig, reward_weights: list[float]) -> Any:
+    """TRL ``GRPOConfig`` from an ``RLConfig`` (CPU: ``use_cpu``, fp32, no trackers)."""
+    import torch
+    from trl import GRPOConfig
+
+    cuda = torch.cuda.is_available()
+    use_cpu = (not cuda) if config.use_cpu is None else config.use_cpu
+    bf16 = (not use_cpu and cuda and torch.cuda.is_bf16_supported()) if config.bf16 is None \
+        else config.bf16
+    return GRPOConfig(
+        output_dir=str(Path(config.output_dir) / "trainer"), use_cpu=use_cpu, bf16=bf16,
+        report_to=list(config.report_to), seed=config.seed,
+        learning_rate=config.learning_rate, beta=config.kl_beta,
+        num_generations=config.num_generations, reward_weights=reward_weights,
+        scale_rewards=config.scale_rewards,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_completion_length=config.max_completion_length, temperature=config.temperature,
+        top_p=config.top_p, max_steps=config.max_steps, num_train_epochs=config.num_train_epochs,
+        logging_steps=config.logging_steps,
+        save_strategy="steps" if config.save_steps > 0 else "no",
+        save_steps=max(config.save_steps, 1), use_vllm=config.use_vllm,
+        vllm_mode=config.vllm_mode, remove_unused_columns=False)
+
+
+def _peft_config(config: RLConfig, model: Any) -> Any:
+    if not config.use_lora:
+        return None
+    from peft import LoraConfig
+
+    from mmboundary.training.sft import language_linear_modules
+
+    targets = config.lora_target_modules
+    if targets == "language-linear":
+        targets = language_linear_modules(model)
+    elif isinstance(targets, str):
+        raise ValueError(f"RLConfig.lora_target_modules: 'language-linear' or a list of module "
+                         f"names, got {targets!r}")
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=list(targets),
+                      task_type="CAUSAL_LM")
+
+
+def _save_final(trainer: Any, processor: Any, config: RLConfig) -> Path:
+    """Save ``adapter/`` (LoRA) and the merged ``model/``; returns the loadable model folder."""
+    out = Path(config.output_dir)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a peft model
+        model.save_pretrained(out / "adapter")
+        processor.save_pretrained(out / "adapter")
+        if not config.merge_lora:
+            return out / "adapter"
+        model = model.merge_and_unload()
+    model.save_pretrained(out / "model")
+    processor.save_pretrained(out / "model")
+    return out / "model"
+
+
+def train_rl(config: RLConfig) -> Path:
+    """Run stage 2 and return the folder of the trained model (see module docstring)."""
+    config.check_ready()
+    from trl import GRPOTrainer
+
+    from mmboundary.models.similarity import load_similarity
+    from mmboundary.models.vlm import VLM
+    from mmboundary.text.statements import StatementParser
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(out / "rl_config.yaml")
+    log_path = out / "reward_log.jsonl"
+    log_path.unlink(missing_ok=True)
+
+    samples = load_rl_samples(config)
+    dataset = build_rl_dataset(samples, config.images_dir, config.instruction)
+    dtype = "float32" if config.bf16 is False or _device() == "cpu" else "auto"
+    policy = VLM.from_pretrained(config.model, device="cpu", dtype=dtype)
+    similarity = load_similarity(config.similarity)
+    parser = StatementParser(similarity=similarity)
+    analyzer = R.StepAnalyzer(parse=parser.parse, similarity=similarity, tau=config.step_tau,
+                              answer_tau=config.answer_tau,
+                              internal=_build_internal(config, policy, similarity, parser))
+    funcs, weights = build_reward_functions(config, analyzer)
+    trainer = GRPOTrainer(model=policy.model, reward_funcs=funcs,
+                          args=grpo_args(config, weights), train_dataset=dataset,
+                          processing_class=policy.processor, peft_config=_peft_config(config, policy.model),
+                          callbacks=[reward_log_callback(log_path)])
+    logger.info("RL: %d samples, rewards %s, weights %s", len(samples),
+                [f.func.__name__ for f in funcs], weights)
+    trainer.train()
+    path = _save_final(trainer, policy.processor, config)
+    write_json_atomic(out / "rl_summary.json", summarize_reward_log(log_path))
+    return path
+
+
+def summarize_reward_log(path: Path) -> dict[str, Any]:
+    """First vs last logged mean of every ``rewards/*/mean`` (and the total ``reward``)."""
+    rows = list(read_jsonl(path)) if path.is_file() else []
+    keys = sorted({k for r in rows for k in r if k == "reward" or k.endswith("/mean")})
+    summary: dict[str, Any] = {"logged_steps": len(rows)}
+    for key in keys:
+        values = [r[key] for r in rows if key in r]
+        summary[key] = {"first": values[0], "last": values[-1], "mean": float(np.mean(values))}
+    return summary

@@ -1,0 +1,207 @@
+"""The stage 2 (RL calibration) configuration: one dataclass, mirrored by ``configs/rl_*.yaml``.
+
+Every field has a documented default; METHOD.md "(ours)" choices are fields, not constants.
+Reward weights follow the paper's names: R = alpha R_KA + beta R_EC + gamma R_CS; the KL
+coefficient of GRPO (TRL's ``beta``) is called ``kl_beta`` here to keep the two apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+#: Ablations of METHOD.md section 6 and what each changes.
+ABLATIONS: dict[str, str] = {
+    "wo_ka": "w/o R_KA: alpha = 0",
+    "wo_ec": "w/o R_EC: beta = 0",
+    "wo_cs": "w/o R_CS: gamma = 0",
+    "drl": "DRL: RL straight from the vanilla model (no warm-up); `model` must be the vanilla "
+           "model, which then also scores internal confidence",
+}
+
+
+@dataclass
+class RLConfig:
+    """Stage 2: GRPO over the warm-up model with the calibration rewards (METHOD.md section 6).
+
+    Data: ``train_file`` (a ``.jsonl`` of Samples, or a ShapesWorld split ``.json`` from
+    ``data.shapes.write_split``) or ``shapes_train`` > 0 (that many ShapesWorld train samples).
+    """
+
+    # --- models and data ---------------------------------------------------------------------
+    model: str = ""
+    """Folder of the policy's starting point: the stage 1 warm-up model (vanilla for DRL)."""
+    output_dir: str = "runs/rl"
+    """Where the final model, ``reward_log.jsonl`` and ``rl_config.yaml`` are written."""
+    train_file: str | None = None
+    """Samples to train on: ``.jsonl`` (one Sample per line) or a ShapesWorld split ``.json``."""
+    images_dir: str | None = None
+    """Folder the samples' images are resolved in (``data.images.resolve_image``)."""
+    shapes_train: int = 0
+    """If > 0 and no ``train_file``: generate this many ShapesWorld train samples."""
+    shapes_seed: int = 0
+    """World seed of the generated ShapesWorld samples."""
+    max_samples: int | None = None
+    """Use only the first N samples (None = all)."""
+    instruction: str | None = None
+    """Prompt instruction (None = ``models.prompts`` default; must match the warm-up's)."""
+
+    # --- rewards -----------------------------------------------------------------------------
+    alpha: float = 1.0
+    """Weight of R_KA (knowledge accuracy); 0 = ablation w/o R_KA."""
+    beta: float = 1.0
+    """Weight of R_EC (expected calibration); 0 = ablation w/o R_EC."""
+    gamma: float = 1.0
+    """Weight of R_CS (confidence self-calibration); 0 = ablation w/o R_CS."""
+    format_weight: float = 0.0
+    """Weight of the format reward (statement share + answer step) (ours); 0 = off."""
+    step_tau: float | None = None
+    """a_t threshold on similarity (None = ``evaluation.matching.DEFAULT_STEP_TAU``)."""
+    answer_tau: float | None = None
+    """Open-answer threshold (None = ``evaluation.matching.DEFAULT_ANSWER_TAU``)."""
+    similarity: str | None = None
+    """Similarity model folder for a_t (None = offline all-MiniLM-L6-v2)."""
+    internal_from: Literal["warmup", "policy"] = "warmup"
+    """Who scores i_t: the frozen warm-up model (ours, default) or the policy being trained."""
+    internal_model: str | None = None
+    """Frozen scorer folder for ``internal_from="warmup"`` (None = ``model``)."""
+    calibrator: str | None = None
+    """Fitted ``ConfidenceCalibrator`` JSON (normalisers + fusion) for i_t; needed if gamma > 0."""
+    clip_model: str | None = None
+    """CLIP folder for the U_CLIPS estimator (needed only if the calibrator uses ``clips``)."""
+    internal_batch_size: int = 8
+    """Completions per teacher-forced scoring pass of the internal-confidence model."""
+
+    # --- GRPO --------------------------------------------------------------------------------
+    num_generations: int = 3
+    """Completions per prompt (the group); paper hint: 3 samples per prompt."""
+    learning_rate: float = 1e-5
+    """Paper hint: 1e-5."""
+    kl_beta: float = 0.04
+    """KL coefficient to the reference (TRL ``beta``; TRL's own default is 0.0) (ours)."""
+    max_steps: int = 200
+    """Optimizer steps (-1 = run ``num_train_epochs``)."""
+    num_train_epochs: float = 1.0
+    """Epochs when ``max_steps`` is -1."""
+    per_device_train_batch_size: int = 6
+    """Completions per device per step; with ``gradient_accumulation_steps`` the generation
+    batch must be a multiple of ``num_generations``."""
+    gradient_accumulation_steps: int = 1
+    """Gradient accumulation steps."""
+    max_completion_length: int = 128
+    """Most new tokens per completion."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts."""
+    top_p: float = 1.0
+    """Nucleus sampling of the rollouts."""
+    scale_rewards: str = "group"
+    """TRL advantage scaling: "group" (GRPO), "batch" or "none" (Dr. GRPO)."""
+    seed: int = 0
+    """Seed of the trainer (sampling, LoRA init, data order)."""
+    logging_steps: int = 1
+    """Log the rewards' mean and std every N steps."""
+    save_steps: int = 0
+    """Intermediate checkpoints every N steps (0 = only the final model)."""
+
+    # --- LoRA --------------------------------------------------------------------------------
+    use_lora: bool = True
+    """LoRA adapters (peft) on the language model; False = full fine-tuning."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+    lora_dropout: float = 0.05
+    """LoRA dropout."""
+    lora_target_modules: str | list[str] = "language-linear"
+    """Modules that get adapters: "language-linear" = every Linear of the language model
+    (vision tower, projector and lm_head excluded; as stage 1), or a list of module names."""
+    merge_lora: bool = True
+    """Merge the adapters into the weights at the end (the saved model loads with
+    ``VLM.from_pretrained``); False also saves the bare adapter in ``adapter/``."""
+
+    # --- hardware ----------------------------------------------------------------------------
+    use_vllm: bool = False
+    """Generate rollouts with vLLM (TRL ``use_vllm``; GPU only, ``pip install trl[vllm]``)."""
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    """vLLM in the training process ("colocate") or a ``trl vllm-serve`` server ("server")."""
+    bf16: bool | None = None
+    """bfloat16 training (None = on when CUDA supports it)."""
+    use_cpu: bool | None = None
+    """Force CPU (None = when no CUDA device is present)."""
+    report_to: list[str] = field(default_factory=list)
+    """Trackers ("wandb", "tensorboard", "trackio"); none by default."""
+    ablation: str | None = None
+    """One of ``ABLATIONS`` (a label, and for wo_* the weight it zeroes); None = full method."""
+
+    def __post_init__(self) -> None:
+        if self.ablation is not None:
+            if self.ablation not in ABLATIONS:
+                raise ValueError(f"RLConfig.ablation: expected one of {sorted(ABLATIONS)}, got "
+                                 f"{self.ablation!r}")
+            zeroed = {"wo_ka": "alpha", "wo_ec": "beta", "wo_cs": "gamma"}.get(self.ablation)
+            if zeroed is not None:
+                setattr(self, zeroed, 0.0)
+        if self.internal_from not in ("warmup", "policy"):
+            raise ValueError(f"RLConfig.internal_from: expected 'warmup' or 'policy', got "
+                             f"{self.internal_from!r}")
+        if self.num_generations < 2:
+            raise ValueError(f"RLConfig.num_generations: GRPO needs >= 2 per group, got "
+                             f"{self.num_generations}")
+        weights = (self.alpha, self.beta, self.gamma, self.format_weight)
+        if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+            raise ValueError(f"RLConfig: reward weights alpha, beta, gamma, format_weight must be "
+                             f">= 0 with one > 0, got {weights}")
+
+    def check_ready(self) -> None:
+        """Errors a run would hit late, raised before any model is loaded."""
+        if not self.model:
+            raise ValueError("RLConfig.model: give the warm-up model folder (vanilla for DRL)")
+        if not Path(self.model).is_dir():
+            raise FileNotFoundError(f"RLConfig.model: no model folder at {self.model}")
+        if self.train_file is None and self.shapes_train <= 0:
+            raise ValueError("RLConfig: give train_file (samples) or shapes_train > 0")
+        if self.gamma > 0 and self.calibrator is None:
+            raise ValueError("RLConfig.calibrator: R_CS (gamma > 0) needs the fitted confidence "
+                             "calibrator JSON of the warm-up model (`mmboundary estimate` writes "
+                             "it), or gamma = 0 (ablation wo_cs)")
+        batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if batch % self.num_generations:
+            raise ValueError(f"RLConfig: per_device_train_batch_size x gradient_accumulation_steps "
+                             f"= {batch} must be a multiple of num_generations "
+                             f"({self.num_generations})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RLConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown RL option(s) {unknown}; expected any of "
+                             f"{sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> RLConfig:
+        """Read a YAML mirror of this dataclass; ``overrides`` (not None) win over the file."""
+        import yaml
+
+        path = Path(path)
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of RL options, got {type(data).__name__}")
+        config = cls.from_dict(data, source=str(path))
+        updates = {k: v for k, v in overrides.items() if v is not None}
+        return replace(config, **updates) if updates else config
+
+    def to_yaml(self, path: str | Path) -> Path:
+        import yaml
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp.replace(path)
+        return path

@@ -1,0 +1,233 @@
+"""Stage 2 rewards: hand-computed values on crafted completions, sharing, logging, properties.
+
+Similarity is a word-overlap (Jaccard) stand-in for MiniLM so every a_t is computable by hand;
+statements are parsed by the real ``StatementParser`` (exact bank matches need no model).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mmboundary.data.schema import ReferenceChain, Sample
+from mmboundary.text.statements import StatementParser
+from mmboundary.training.rewards import (
+    StepAnalyzer,
+    confidence_self_calibration,
+    confidence_self_calibration_reward,
+    expected_calibration,
+    expected_calibration_reward,
+    format_reward,
+    knowledge_accuracy,
+    knowledge_accuracy_reward,
+)
+
+
+class Overlap:
+    """g(a, b) = |words(a) & words(b)| / |words(a) | words(b)|."""
+
+    @staticmethod
+    def _words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+    def pairwise(self, a: list[str], b: list[str]) -> np.ndarray:
+        out = np.zeros((len(a), len(b)))
+        for i, x in enumerate(a):
+            for j, y in enumerate(b):
+                wx, wy = self._words(x), self._words(y)
+                out[i, j] = len(wx & wy) / max(len(wx | wy), 1)
+        return out
+
+
+class FlatInternal:
+    """A scorer that finds every step ``value`` sure; counts its (batched) calls."""
+
+    def __init__(self, value: float) -> None:
+        self.value, self.calls = value, 0
+
+    def __call__(self, samples, images, texts, steps):
+        self.calls += 1
+        return [[self.value] * len(s) for s in steps]
+
+
+SAMPLE = Sample(
+    id="s1", dataset="toy", question="How many red circles are there?", answers=["2"],
+    reference=ReferenceChain(image_level=["There are two red circles."],
+                             reasoning_level=["The circles are on the left.",
+                                              "So, the answer is 2."]))
+COLUMN = SAMPLE.model_dump_json()
+
+PERFECT = ("There are two red circles, with total certainty. The circles are on the left, with "
+           "total certainty. So, the answer is 2, with total certainty.")
+OVERCONFIDENT = ("There are three blue squares, with total certainty. "
+                 "So, the answer is 3, with total certainty.")
+HUMBLE_WRONG = "There are three blue squares, but this is just a guess."
+NO_STATEMENTS = "There are two red circles. So, the answer is 2."
+NO_ANSWER = "There are two red circles, with total certainty."
+
+
+def make_analyzer(internal: float | None = None, **kwargs) -> StepAnalyzer:
+    # tau 0.7: "So, the answer is 3" shares 4/6 words with "So, the answer is 2" (0.67): not correct
+    return StepAnalyzer(parse=StatementParser(similarity=Overlap()).parse, similarity=Overlap(),
+                        tau=0.7, internal=None if internal is None else FlatInternal(internal),
+                        **kwargs)
+
+
+def rewards(texts: list[str], internal: float = 0.9, sample: str = COLUMN) -> dict[str, list]:
+    analyzer = make_analyzer(internal)
+    cols = [sample] * len(texts)
+    return {
+        "ka": knowledge_accuracy_reward(texts, cols, analyzer=analyzer),
+        "ec": expected_calibration_reward(texts, cols, analyzer=analyzer),
+        "cs": confidence_self_calibration_reward(texts, cols, analyzer=analyzer),
+        "fmt": format_reward(texts, cols, analyzer=analyzer),
+    }
+
+
+def test_perfect_completion() -> None:
+    r = rewards([PERFECT], internal=0.9)
+    assert r["ka"] == [1.0]  # ans 1, a = [1, 1, 1]
+    assert r["ec"] == [pytest.approx(0.99)]  # 1 - mean (0.9 - 1)^2
+    assert r["cs"] == [pytest.approx(1.0)]  # e_t = i_t = 0.9
+    assert r["fmt"] == [1.0]
+
+
+def test_overconfident_wrong_steps_are_punished_and_humility_rewarded() -> None:
+    r = rewards([OVERCONFIDENT, HUMBLE_WRONG], internal=0.1)
+    # a = [0, 0], ans = 0; e = [0.9, 0.9]
+    assert r["ka"] == [0.0, 0.0]
+    assert r["ec"] == [pytest.approx(1 - 0.81), pytest.approx(1 - 0.01)]  # e = 0.1 for the humble
+    assert r["cs"] == [pytest.approx(0.2), pytest.approx(1.0)]
+    assert r["fmt"] == [1.0, 0.5]  # the humble one states no answer
+
+
+def test_missing_statements_count_half_and_lower_format() -> None:
+    analyzer = make_analyzer(0.7)
+    r_ec = expected_calibration_reward([NO_STATEMENTS], [COLUMN], analyzer=analyzer)
+    r_cs = confidence_self_calibration_reward([NO_STATEMENTS], [COLUMN], analyzer=analyzer)
+    (analysis,) = analyzer.analyze([NO_STATEMENTS], [COLUMN])
+    assert analysis.expressed == [0.5, 0.5] and analysis.step_correct == [1.0, 1.0]
+    assert r_ec == [pytest.approx(0.75)]  # 1 - (0.25 + 0.25) / 2
+    assert r_cs == [pytest.approx(0.8)]  # 1 - |0.5 - 0.7|
+    assert analysis.format == 0.5  # no statement (0) + an answer step (0.5)
+    assert "no confidence statement in 2/2 steps" in analysis.problems
+
+
+@pytest.mark.parametrize("text", ["", "   \n"])
+def test_empty_completion_scores_zero_without_raising(text: str) -> None:
+    r = rewards([text])
+    assert r == {"ka": [0.0], "ec": [0.0], "cs": [0.0], "fmt": [0.0]}
+    (analysis,) = make_analyzer(0.5).analyze([text], [COLUMN])
+    assert analysis.problems == ["empty completion"]
+
+
+def test_no_answer_step() -> None:
+    r = rewards([NO_ANSWER], internal=0.9)
+    assert r["ka"] == [0.5]  # ans 0 + 0.5 * a(=1)
+    assert r["ec"] == [pytest.approx(0.99)]
+    assert r["fmt"] == [0.5]
+    (analysis,) = make_analyzer().analyze([NO_ANSWER], [COLUMN])
+    assert analysis.answer is None and "no answer step" in analysis.problems
+
+
+def test_unknown_correctness_is_none_like_trl() -> None:
+    bare = Sample(id="s2", dataset="toy", question="How many?").model_dump_json()
+    r = rewards([PERFECT], internal=0.9, sample=bare)
+    assert r["ka"] == [None] and r["ec"] == [None]
+    assert r["cs"] == [pytest.approx(1.0)]  # R_CS needs no gold
+
+
+def test_conversational_completions_and_multiple_choice() -> None:
+    mc = Sample(id="mc", dataset="toy", question="Colour?", choices=["red", "blue"],
+                correct_choice_idx=1,
+                reference=ReferenceChain(reasoning_level=["So, the answer is blue."]))
+    texts = [[{"role": "assistant", "content": "So, the answer is blue, with total certainty."}],
+             [{"role": "assistant", "content": "So, the answer is red, with total certainty."}]]
+    r = knowledge_accuracy_reward(texts, [mc.model_dump_json()] * 2, analyzer=make_analyzer())
+    assert r == [1.0, 0.0]  # "red": 4/6 words shared with the reference step, < tau
+
+
+def test_three_rewards_share_one_analysis() -> None:
+    analyzer = make_analyzer(0.5)
+    calls = {"parse": 0}
+    parse = analyzer._parse
+
+    def counting(text: str):
+        calls["parse"] += 1
+        return parse(text)
+
+    analyzer._parse = counting
+    texts = [PERFECT, OVERCONFIDENT, PERFECT]  # a duplicate completion is parsed once too
+    cols = [COLUMN] * 3
+
+    class State:
+        global_step = 0
+
+    for fn in (knowledge_accuracy_reward, expected_calibration_reward,
+               confidence_self_calibration_reward, format_reward):
+        fn(texts, cols, analyzer=analyzer, trainer_state=State())
+    assert calls["parse"] == 2 and analyzer.internal.calls == 1
+    State.global_step = 1  # a new training step: i_t may have moved (policy scoring)
+    knowledge_accuracy_reward(texts, cols, analyzer=analyzer, trainer_state=State())
+    assert calls["parse"] == 4 and analyzer.internal.calls == 2
+
+
+def test_logging_once_per_batch_with_readable_names() -> None:
+    from collections import defaultdict
+
+    extra, metrics = defaultdict(list), defaultdict(list)
+    analyzer = make_analyzer(0.5)
+    texts, cols = [PERFECT, ""], [COLUMN] * 2
+    for fn in (knowledge_accuracy_reward, expected_calibration_reward):
+        fn(texts, cols, analyzer=analyzer, log_extra=lambda k, v: extra[k].extend(v),
+           log_metric=lambda k, v: metrics[k].append(v))
+    assert extra["mmb/problems"] == ["", "empty completion"]
+    assert extra["mmb/answer"] == ["2", None]
+    assert metrics["mmb/answer_accuracy"] == [0.5] and metrics["mmb/format_score"] == [0.5]
+
+    from trl.trainer.utils import get_callable_name
+
+    bound = functools.partial(expected_calibration_reward, analyzer=analyzer)
+    assert get_callable_name(bound) == "expected_calibration_reward"
+
+
+def test_cs_needs_a_scorer_and_skips_unscorable_steps() -> None:
+    with pytest.raises(ValueError, match="internal-confidence scorer"):
+        confidence_self_calibration_reward([PERFECT], [COLUMN], analyzer=make_analyzer())
+    assert confidence_self_calibration([0.9, 0.1], [0.5, float("nan")]) == pytest.approx(0.6)
+    assert np.isnan(confidence_self_calibration([0.9], [float("nan")]))
+
+
+def test_parser_failure_scores_low() -> None:
+    def broken(text: str):
+        raise RuntimeError("boom")
+
+    analyzer = StepAnalyzer(parse=broken, similarity=Overlap(), tau=0.7)
+    assert expected_calibration_reward(["Anything."], [COLUMN], analyzer=analyzer) == [0.0]
+    (analysis,) = analyzer.analyze(["Anything."], [COLUMN])
+    assert analysis.problems[0].startswith("unparseable: RuntimeError")
+
+
+unit = st.floats(0.0, 1.0)
+
+
+@given(st.lists(st.tuples(unit, st.integers(0, 1)), min_size=1, max_size=8))
+def test_ec_is_one_minus_stepwise_brier(pairs: list[tuple[float, int]]) -> None:
+    e, a = [p[0] for p in pairs], [float(p[1]) for p in pairs]
+    brier = sum((x - y) ** 2 for x, y in pairs) / len(pairs)  # RLCR's term, averaged over steps
+    assert expected_calibration(e, a) == pytest.approx(1 - brier, abs=1e-9)
+    assert 0.0 <= expected_calibration(e, a) <= 1.0
+    assert knowledge_accuracy(1.0, a) >= knowledge_accuracy(0.0, a)
+
+
+@given(st.lists(st.tuples(unit, unit), min_size=1, max_size=8))
+def test_cs_bounds(pairs: list[tuple[float, float]]) -> None:
+    e, i = [p[0] for p in pairs], [p[1] for p in pairs]
+    value = confidence_self_calibration(e, i)
+    assert 0.0 <= value <= 1.0
+    assert confidence_self_calibration(e, e) == pytest.approx(1.0)
