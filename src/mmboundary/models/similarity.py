@@ -67,8 +67,7 @@ class BiEncoderSimilarity:
                 self._cache[text] = vec.astype(np.float32)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
-        getter = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension")
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = getter() or 0
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)

@@ -1,0 +1,198 @@
+"""`mmboundary estimate`: step-level internal confidence for every sample of a file.
+
+One ``Response`` per line in ``--out`` (resumable; a failing sample is a line with
+``meta["error"]``), a calibrator JSON beside it (``<out>.calibrator.json``) and a final rewrite
+filling every step's normalised scores, fused confidence and level. Sharded runs
+(``--num-shards N --shard-index I``) are joined and finalised by ``mmboundary estimate merge``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+ESTIMATORS_HELP = "Comma-separated estimators: lnlp, mte, tokensar, clips (default: all four)."
+FUSION_HELP = "Fusion of the normalised estimators: mean (weighted mean, paper) or max ('w U_Max')."
+
+
+def _parse_estimators(text: str) -> tuple[str, ...]:
+    from mmboundary.confidence.estimators import ESTIMATORS
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in ESTIMATORS]
+    if unknown or not names:
+        raise typer.BadParameter(f"--estimators {text!r}: unknown {unknown}; expected a "
+                                 f"comma-separated subset of {','.join(ESTIMATORS)}")
+    return names
+
+
+def _template(estimators: tuple[str, ...], fusion: str, normalizer: str) -> Any:
+    from mmboundary.confidence.fusion import Fusion
+    from mmboundary.confidence.normalize import ConfidenceCalibrator
+
+    try:
+        return ConfidenceCalibrator(estimators=estimators, normalizer=normalizer,
+                                    fusion=Fusion(method=fusion))
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+
+
+def _load_samples(data: Path, dataset: str | None, images: Path | None) -> list[Any]:
+    if dataset == "shapes":
+        from mmboundary.data.shapes import read_split
+
+        return read_split(data)
+    from mmboundary.data.loaders import load_annotated
+
+    result = load_annotated(data, dataset=dataset, images_dir=images)
+    if result.errors:
+        typer.echo(f"{data}: {len(result.errors)} record(s) could not be loaded; first: "
+                   f"{result.errors[0]}", err=True)
+    return result.samples
+
+
+def _load_responses(path: Path, rescore: bool) -> dict[str, Any]:
+    """sample id -> text (or the generate line's Response, to reuse its token statistics)."""
+    from mmboundary.data.io import read_jsonl
+    from mmboundary.data.schema import Response
+
+    records = json.loads(path.read_text()) if path.suffix == ".json" else list(read_jsonl(path))
+    out: dict[str, Any] = {}
+    for i, rec in enumerate(records, start=1):
+        sid = rec.get("sample_id", rec.get("id"))
+        text = rec.get("text", rec.get("response"))
+        if sid is None or text is None:
+            raise typer.BadParameter(f"--responses {path}: record {i} needs 'sample_id' (or "
+                                     "'id') and 'text' (or 'response')")
+        if str(sid) in out or (rec.get("meta") or {}).get("error"):
+            continue  # first response per sample; generate's error lines carry no text
+        if rec.get("token_stats") and not rescore:
+            out[str(sid)] = Response.model_validate(rec)
+        else:
+            out[str(sid)] = str(text)
+    return out
+
+
+def _print_summary(summary: Any) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"{summary.out}: {summary.responses} responses ({summary.written} new, "
+                  f"{summary.skipped} already done), {summary.steps} steps scored, "
+                  f"{summary.failed} failed {summary.failures or ''}")
+    if summary.finalized:
+        console.print(f"levels (level: steps): {summary.levels}; calibrator: "
+                      f"{summary.calibrator or 'given'}")
+    else:
+        console.print("raw scores only (sharded run): join the shards with "
+                      "`mmboundary estimate merge OUT SHARD...`")
+
+
+def estimate_callback(
+    ctx: typer.Context,
+    model: Path = typer.Option(None, "--model", help="Saved VLM folder (VLM.from_pretrained)."),
+    data: Path = typer.Option(None, "--data", help="Annotated samples file (.json / .jsonl)."),
+    out: Path = typer.Option(None, "--out", help="Output JSONL (appended, resumable)."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Format of --data: aokvqa, "
+                                       "culturalvqa, scienceqa, sample or shapes; default: detect."),
+    images: Path | None = typer.Option(None, "--images", help="Folder holding the images."),
+    responses: Path | None = typer.Option(
+        None, "--responses", help="JSONL of {sample_id, text} to score instead of generating "
+        "(a `mmboundary generate` output: its token statistics are reused)."),
+    rescore: bool = typer.Option(False, "--rescore", help="Re-score --responses texts with one "
+                                 "teacher-forced pass even when they carry token statistics."),
+    similarity: str | None = typer.Option(
+        None, "--similarity", help="Similarity model folder for TokenSAR (default: offline "
+        "all-MiniLM-L6-v2)."),
+    clip: Path | None = typer.Option(None, "--clip", help="CLIP model folder (needed for clips)."),
+    calibrator: Path | None = typer.Option(
+        None, "--calibrator", help="A fitted calibrator JSON to apply (default: fit one on this "
+        "run's raw scores and save it beside --out)."),
+    estimators: str = typer.Option("lnlp,mte,tokensar,clips", "--estimators",
+                                   help=ESTIMATORS_HELP),
+    fusion: str = typer.Option("mean", "--fusion", help=FUSION_HELP),
+    normalizer: str = typer.Option("robust_minmax", "--normalizer",
+                                   help="Per-estimator normaliser: robust_minmax or quantile."),
+    include_question: bool = typer.Option(
+        False, "--include-question", help="TokenSAR similarity over question + step (default: "
+        "the step alone)."),
+    num_shards: int = typer.Option(1, "--num-shards", help="Split the samples into N shards."),
+    shard_index: int = typer.Option(0, "--shard-index", help="Which shard this run does."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Samples per batched VLM pass."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N samples."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens",
+                                       help="Most tokens per generated response."),
+    instruction: str | None = typer.Option(None, "--instruction",
+                                           help="Instruction after the question."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Score every step's internal confidence (LNLP, MTE, TokenSAR, CLIPS), normalise, fuse, level."""
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [n for n, v in (("--model", model), ("--data", data), ("--out", out)) if v is None]
+    if missing:
+        raise typer.BadParameter(f"missing option(s) {', '.join(missing)}")
+    names = _parse_estimators(estimators)
+    template = _template(names, fusion, normalizer)
+    if "clips" in names and clip is None:
+        raise typer.BadParameter("estimator clips needs --clip PATH (a local CLIP folder), or "
+                                 "drop it: --estimators lnlp,mte,tokensar")
+    from mmboundary.confidence.normalize import ConfidenceCalibrator
+    from mmboundary.confidence.pipeline import (
+        EstimateConfig,
+        default_image_loader,
+        estimate_dataset,
+    )
+    from mmboundary.models.clip import ClipScorer
+    from mmboundary.models.similarity import load_similarity
+    from mmboundary.models.vlm import VLM
+
+    fitted = ConfidenceCalibrator.load(calibrator) if calibrator is not None else None
+    samples = _load_samples(data, dataset, images)
+    texts = _load_responses(responses, rescore) if responses is not None else None
+    vlm = VLM.from_pretrained(model, device=device, dtype=dtype)
+    sim = load_similarity(similarity, device=None if device == "auto" else device) \
+        if "tokensar" in names else None
+    scorer = ClipScorer.from_pretrained(clip, device=str(vlm.device)) if "clips" in names else None
+    config = EstimateConfig(estimators=names, include_question=include_question,
+                            instruction=instruction, max_new_tokens=max_new_tokens,
+                            batch_size=batch_size)
+    summary = estimate_dataset(vlm, samples, out, similarity=sim, clip=scorer, responses=texts,
+                               calibrator=fitted, template=template,
+                               image_loader=default_image_loader(images), config=config,
+                               num_shards=num_shards, shard_index=shard_index, limit=limit,
+                               progress=progress)
+    _print_summary(summary)
+
+
+def merge_command(
+    out: Path = typer.Argument(..., help="Merged output JSONL."),
+    inputs: list[Path] = typer.Argument(..., help="Shard outputs of `mmboundary estimate`."),
+    calibrator: Path | None = typer.Option(None, "--calibrator", help="A fitted calibrator "
+                                           "JSON to apply (default: fit one on the merged file)."),
+    estimators: str = typer.Option("lnlp,mte,tokensar,clips", "--estimators",
+                                   help=ESTIMATORS_HELP),
+    fusion: str = typer.Option("mean", "--fusion", help=FUSION_HELP),
+    normalizer: str = typer.Option("robust_minmax", "--normalizer",
+                                   help="Per-estimator normaliser: robust_minmax or quantile."),
+) -> None:
+    """Join shard outputs (first line per sample wins), fit or apply the calibrator, fill levels."""
+    from mmboundary.confidence.normalize import ConfidenceCalibrator
+    from mmboundary.confidence.pipeline import merge_outputs
+
+    template = _template(_parse_estimators(estimators), fusion, normalizer)
+    fitted = ConfidenceCalibrator.load(calibrator) if calibrator is not None else None
+    _print_summary(merge_outputs(inputs, out, fitted, template=template))
+
+
+def register(app: typer.Typer) -> None:
+    estimate_app = typer.Typer(help="Step-level internal confidence (LNLP, MTE, TokenSAR, CLIPS).",
+                               invoke_without_command=True, no_args_is_help=False)
+    estimate_app.callback(invoke_without_command=True)(estimate_callback)
+    estimate_app.command("merge")(merge_command)
+    app.add_typer(estimate_app, name="estimate")

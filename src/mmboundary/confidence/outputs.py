@@ -1,0 +1,143 @@
+"""Estimate outputs on disk: read, calibrate (fit or apply) with an atomic rewrite, merge shards.
+
+An output is a JSONL of ``Response`` lines keyed by ``sample_id``; a line whose ``meta["error"]``
+is set records a failed sample. ``finalize_output`` fills every scored step's
+``normalized_scores``, ``confidence`` and ``level`` and is idempotent (rerun after a kill: same
+file).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmboundary.confidence.normalize import ConfidenceCalibrator
+from mmboundary.data.schema import Response
+
+
+def failed(response: Response | Mapping[str, Any]) -> bool:
+    """Whether an output line records a failure (``meta["error"]`` set)."""
+    meta = response.meta if isinstance(response, Response) else response.get("meta", {})
+    return "error" in (meta or {})
+
+
+def apply_calibrator(responses: Sequence[Response], calibrator: ConfidenceCalibrator) -> None:
+    """Fill every step's ``normalized_scores``, ``confidence`` and ``level`` in place."""
+    steps = [step for r in responses for step in r.steps]
+    for step, result in zip(steps, calibrator.transform([s.raw_scores for s in steps]),
+                            strict=True):
+        step.normalized_scores = result.normalized
+        step.confidence, step.level = result.confidence, result.level
+
+
+@dataclass
+class EstimateSummary:
+    """Counts of a run: ``total`` samples in this shard, ``skipped`` (already in the output),
+    ``written`` now, ``failed`` lines in the whole output (``failures`` by reason), ``steps``
+    scored, ``levels`` (level -> steps) when finalised, and the calibrator's path."""
+
+    out: str
+    total: int
+    skipped: int
+    written: int
+    responses: int = 0
+    failed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    steps: int = 0
+    levels: dict[int, int] = field(default_factory=dict)
+    calibrator: str | None = None
+    finalized: bool = False
+
+
+def calibrator_path_for(out: str | Path) -> Path:
+    """Where a run's fitted calibrator is written: ``<out stem>.calibrator.json`` beside it."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.calibrator.json")
+
+
+def _rewrite_jsonl_atomic(path: Path, records: Sequence[Response]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(record.model_dump_json() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_responses(path: str | Path) -> list[Response]:
+    """Every line of an estimate output as a ``Response`` (failures included: see ``failed``)."""
+    from mmboundary.data.io import read_jsonl
+
+    out = []
+    for i, record in enumerate(read_jsonl(path), start=1):
+        try:
+            out.append(Response.model_validate(record))
+        except ValueError as err:
+            raise ValueError(f"{path}: record {i} is not a Response: {err}") from err
+    return out
+
+
+def finalize_output(out: str | Path, calibrator: ConfidenceCalibrator | None = None, *,
+                    template: ConfidenceCalibrator | None = None,
+                    calibrator_path: str | Path | None = None) -> ConfidenceCalibrator:
+    """Fill normalised scores, confidences and levels in ``out`` (one atomic rewrite).
+
+    With no ``calibrator``, one is fitted on the raw scores of every scored step in ``out``
+    (``template`` gives its settings, default ``ConfidenceCalibrator()``) and saved as JSON to
+    ``calibrator_path`` (default ``calibrator_path_for(out)``). Idempotent: rerunning it after an
+    interruption gives the same file.
+    """
+    out = Path(out)
+    responses = read_responses(out)
+    ok = [r for r in responses if not failed(r)]
+    if calibrator is None:
+        raw = [step.raw_scores for r in ok for step in r.steps]
+        try:
+            calibrator = (template or ConfidenceCalibrator()).fit(raw)
+        except ValueError as err:
+            raise ValueError(f"{out}: cannot fit the calibrator on {len(raw)} scored steps of "
+                             f"{len(ok)} responses: {err}") from err
+        calibrator.save(calibrator_path or calibrator_path_for(out))
+    apply_calibrator(ok, calibrator)
+    _rewrite_jsonl_atomic(out, responses)
+    return calibrator
+
+
+def summarize_output(summary: EstimateSummary, out: Path) -> EstimateSummary:
+    """Fill ``summary``'s counts (responses, failures by reason, steps, levels) from ``out``."""
+    responses = read_responses(out)
+    summary.responses = len(responses)
+    for r in responses:
+        if failed(r):
+            reason = r.meta.get("error_reason", "error")
+            summary.failures[reason] = summary.failures.get(reason, 0) + 1
+        summary.steps += sum(1 for s in r.steps if s.raw_scores)
+        for s in r.steps:
+            if s.level is not None:
+                summary.levels[s.level] = summary.levels.get(s.level, 0) + 1
+    summary.failed = sum(summary.failures.values())
+    summary.levels = dict(sorted(summary.levels.items()))
+    return summary
+
+
+def merge_outputs(inputs: Sequence[str | Path], out: str | Path,
+                  calibrator: ConfidenceCalibrator | None = None, *,
+                  template: ConfidenceCalibrator | None = None) -> EstimateSummary:
+    """Merge shard outputs (first line per sample id wins), then finalise the merged file."""
+    from mmboundary.data.io import merge_jsonl
+
+    n = merge_jsonl(inputs, out, id_key="sample_id")
+    finalize_output(out, calibrator, template=template)
+    summary = EstimateSummary(out=str(out), total=n, skipped=0, written=n, finalized=True,
+                              calibrator=None if calibrator is not None
+                              else str(calibrator_path_for(out)))
+    return summarize_output(summary, Path(out))
