@@ -1,0 +1,108 @@
+"""`mmboundary build-sft` and `mmboundary statements show|parse`: confidence expression."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+statements_app = typer.Typer(help="The confidence-statement bank: show it, parse text with it.",
+                             no_args_is_help=True)
+
+
+def _mode(mode: str) -> str:
+    if mode not in ("statement", "numeric"):
+        raise typer.BadParameter(f"--mode must be 'statement' or 'numeric', got {mode!r}")
+    return mode
+
+
+def build_sft_command(
+    estimates: Path = typer.Option(..., "--estimates", exists=True, dir_okay=False,
+                                   help="Estimate output JSONL (one Response per line, steps "
+                                        "carrying levels) from `mmboundary estimate`."),
+    data: Path = typer.Option(..., "--data", exists=True, dir_okay=False,
+                              help="The samples file the estimates were made from."),
+    out: Path = typer.Option(..., "--out", file_okay=False,
+                             help="Output folder: hf/ (TRL dataset), records.jsonl, summary.json."),
+    images: Path | None = typer.Option(None, "--images", file_okay=False,
+                                       help="Images folder (default: the data file's folder)."),
+    mode: str = typer.Option("statement", "--mode", callback=_mode,
+                             help="statement: bank statements (MMBoundary); numeric: "
+                                  "'(confidence 0.7)' (ablation w/o S-S mapping)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the statement sampling."),
+    bank: Path | None = typer.Option(None, "--bank", exists=True, dir_okay=False,
+                                     help="A statement bank JSON (default: the shipped one)."),
+    llamafactory: Path | None = typer.Option(None, "--llamafactory", file_okay=False,
+                                             help="Also export to LLaMA-Factory (sharegpt JSON, "
+                                                  "dataset_info.json, images, training YAML)."),
+    lf_model: str = typer.Option("Qwen/Qwen2-VL-7B-Instruct", "--lf-model",
+                                 help="model_name_or_path written into the LLaMA-Factory YAML."),
+    lf_template: str = typer.Option("qwen2_vl", "--lf-template",
+                                    help="LLaMA-Factory template (qwen2_vl, llava_next, ...)."),
+) -> None:
+    """Build the stage-1 SFT set: each step of the vanilla model's own responses followed by the
+    statement of its confidence level."""
+    from rich import print as rprint
+
+    from mmboundary.text.statements import StatementBank
+    from mmboundary.training.sft_data import build_sft
+
+    out_dir, summary, records = build_sft(
+        estimates, data, out, images_dir=images, mode=mode, seed=seed,  # type: ignore[arg-type]
+        bank=StatementBank.load(bank) if bank else None)
+    rprint(f"[green]{summary.records} records[/green] ({summary.steps} steps; levels "
+           f"{summary.levels}; skipped {summary.skipped_failed} failed, {summary.skipped_empty} "
+           f"empty) -> {out_dir}")
+    if llamafactory is not None:
+        from mmboundary.training.llamafactory import export_llamafactory
+
+        yaml_path = export_llamafactory(records, llamafactory, model=lf_model, template=lf_template)
+        rprint(f"LLaMA-Factory export: {yaml_path.parent} (train with "
+               f"`llamafactory-cli train {yaml_path}`)")
+
+
+@statements_app.command("show")
+def show(level: int | None = typer.Option(None, "--level", min=1, max=5,
+                                          help="Only this level (1..5)."),
+         bank: Path | None = typer.Option(None, "--bank", exists=True, dir_okay=False,
+                                          help="A statement bank JSON (default: shipped).")) -> None:
+    """Print the statements of each level and the confidence it stands for."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mmboundary.text.statements import LEVELS, StatementBank, default_bank, level_to_value
+
+    the_bank = StatementBank.load(bank) if bank else default_bank()
+    table = Table("level", "value", "statement")
+    for k in LEVELS if level is None else (level,):
+        for statement in the_bank.levels[k]:
+            table.add_row(str(k), f"{level_to_value(k):.1f}", statement)
+    Console().print(table)
+
+
+@statements_app.command("parse")
+def parse(text: str = typer.Argument(..., help="A response (one or more sentences)."),
+          mode: str = typer.Option("statement", "--mode", callback=_mode,
+                                   help="statement or numeric (see build-sft)."),
+          threshold: float = typer.Option(0.5, "--threshold",
+                                          help="Minimum cosine to the nearest bank statement."),
+          rule: str = typer.Option("nearest", "--rule",
+                                   help="Level rule: nearest (paper), centroid or knn.")) -> None:
+    """Split TEXT into steps and show each step's statement and expressed confidence."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mmboundary.text.statements import StatementParser
+
+    parser = StatementParser(threshold=threshold, mode=mode, rule=rule)  # type: ignore[arg-type]
+    table = Table("step", "content", "statement", "confidence")
+    for step in parser.parse(text):
+        value = "-" if step.expressed_confidence is None else f"{step.expressed_confidence:.2f}"
+        table.add_row(str(step.index), text[step.start:step.content_end], step.statement or "-",
+                      value)
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build-sft")(build_sft_command)
+    app.add_typer(statements_app, name="statements")

@@ -1,0 +1,174 @@
+"""Stage 1: the confidence-expression warm-up (supervised fine-tuning). METHOD.md section 5.
+
+The vanilla model is fine-tuned with cross-entropy on the assistant turn only on its own responses,
+each step now followed by the statement of its internal-confidence level (``sft_data``). Here:
+TRL's ``SFTTrainer`` with LoRA (peft) by default or full fine-tuning; works on CPU (tiny models)
+and under ``accelerate launch`` (multi-GPU: the gradient accumulation keeps the effective batch).
+
+Loss mask: with ``loss_on="completion"`` (default) each record is split into prompt (user turn with
+the image) and completion (the assistant turn), and TRL's vision collator sets the labels of every
+prompt token to -100: L = -(1/|A|) sum_{t in A} log p(y_t | y_<t, image, prompt), A = assistant
+tokens (including the end-of-turn token the chat template appends).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from mmboundary.training.config import SFTConfig
+
+# Module-name fragments of vision towers / projectors / heads, excluded from LoRA and, with
+# ``freeze_vision``, from full fine-tuning.
+VISION_PARTS = ("visual", "vision", "multi_modal_projector", "connector", "merger", "image_newline")
+
+
+def language_linear_modules(model: Any) -> list[str]:
+    """Names of every ``nn.Linear`` of the language model (vision parts and lm_head excluded)."""
+    import torch
+
+    names = [name for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear)
+             and not any(part in name for part in VISION_PARTS)
+             and not name.endswith("lm_head")]
+    if not names:
+        raise ValueError(f"no language-model Linear layers found in {type(model).__name__}")
+    return names
+
+
+def _lora_config(config: SFTConfig, model: Any) -> Any:
+    from peft import LoraConfig
+
+    if config.lora_targets == "language-linear":
+        targets: list[str] = language_linear_modules(model)
+    else:
+        targets = [t.strip() for t in config.lora_targets.split(",") if t.strip()]
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=targets,
+                      task_type="CAUSAL_LM")
+
+
+def _precision(config: SFTConfig, on_gpu: bool) -> tuple[bool, bool]:
+    """(bf16, fp16) flags for the trainer."""
+    import torch
+
+    if config.precision == "auto":
+        bf16 = on_gpu and torch.cuda.is_bf16_supported()
+        return bf16, False
+    return config.precision == "bf16", config.precision == "fp16"
+
+
+def _on_gpu(config: SFTConfig) -> bool:
+    import torch
+
+    if config.device == "cpu":
+        return False
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("SFTConfig.device='cuda' but no CUDA device is visible")
+    return torch.cuda.is_available()
+
+
+def trainer_args(config: SFTConfig, run_dir: Path) -> Any:
+    """TRL ``SFTConfig`` for ``config`` (CPU: ``use_cpu=True, bf16=False``, see PLATFORM.md)."""
+    from trl import SFTConfig as TrlSFTConfig
+
+    on_gpu = _on_gpu(config)
+    bf16, fp16 = _precision(config, on_gpu)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accumulation = max(1, math.ceil(config.batch_size / (config.per_device_batch_size * world)))
+    return TrlSFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=config.learning_rate, num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps, lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
+        max_length=config.max_length, bf16=bf16, fp16=fp16, use_cpu=not on_gpu,
+        assistant_only_loss=config.loss_on == "assistant",
+        completion_only_loss=True if config.loss_on == "completion" else None,
+        logging_steps=config.logging_steps, save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, seed=config.seed, report_to=config.report_to,
+        remove_unused_columns=False, dataloader_pin_memory=on_gpu,
+        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+    )
+
+
+def load_model_and_processor(config: SFTConfig) -> tuple[Any, Any]:
+    """The vanilla model (fp32 on CPU, bf16 on a bf16 GPU) and its processor."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from mmboundary.models.vlm import load_processor
+
+    path = Path(config.model)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"SFTConfig.model: no config.json in {path} (a local model folder "
+                                "is expected; nothing is downloaded)")
+    model_type = AutoConfig.from_pretrained(path).model_type
+    bf16, fp16 = _precision(config, _on_gpu(config))
+    dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
+    processor = load_processor(path, model_type)
+    if config.finetuning == "full" and config.freeze_vision:
+        for name, param in model.named_parameters():
+            if any(part in name for part in VISION_PARTS):
+                param.requires_grad_(False)
+    return model, processor
+
+
+def prepare_dataset(config: SFTConfig) -> Any:
+    """The saved SFT dataset, split into prompt/completion when ``loss_on="completion"``."""
+    from mmboundary.training.sft_data import load_sft_dataset, to_prompt_completion
+
+    dataset = load_sft_dataset(config.dataset)
+    if config.loss_on == "completion":
+        dataset = dataset.map(to_prompt_completion, remove_columns=["messages"])
+    return dataset
+
+
+def build_trainer(config: SFTConfig) -> Any:
+    """An ``SFTTrainer`` ready to ``train()`` (exposed for tests that inspect the collator)."""
+    from trl import SFTTrainer
+
+    run_dir = Path(config.output_dir)
+    model, processor = load_model_and_processor(config)
+    return SFTTrainer(
+        model=model, args=trainer_args(config, run_dir), train_dataset=prepare_dataset(config),
+        processing_class=processor,
+        peft_config=_lora_config(config, model) if config.finetuning == "lora" else None,
+    )
+
+
+def _save(trainer: Any, config: SFTConfig, run_dir: Path) -> Path:
+    """Save the adapter (LoRA) and the merged / fully tuned model with its processor."""
+    model, processor = trainer.model, trainer.processing_class
+    model_dir = run_dir / "model"
+    if config.finetuning == "lora":
+        trainer.save_model(str(run_dir / "adapter"))
+        if not config.merge:
+            return run_dir / "adapter"
+        model = model.merge_and_unload()
+    model.save_pretrained(str(model_dir))
+    processor.save_pretrained(str(model_dir))
+    return model_dir
+
+
+def train_sft(config: SFTConfig) -> Path:
+    """Run stage-1 SFT; returns the folder of the trained model (merged for LoRA with ``merge``;
+    the adapter folder otherwise). Also writes ``train_log.json`` (loss per logging step) and
+    ``sft_config.json`` under ``config.output_dir``."""
+    if not config.model or not config.dataset:
+        raise ValueError("SFTConfig needs 'model' (vanilla model folder) and 'dataset' "
+                         "(output folder of mmboundary build-sft)")
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(config)
+    trainer.train()
+    if not trainer.is_world_process_zero():
+        return run_dir / "model"
+    (run_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    (run_dir / "sft_config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    return _save(trainer, config, run_dir)
