@@ -7,7 +7,7 @@ object round-trips through JSON (``model_dump(mode="json")`` / ``model_validate`
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,6 +76,10 @@ class Sample(BaseModel):
     ``answers`` holds the gold answer strings: for multiple choice the correct choice first; for
     A-OKVQA also the 10 direct answers used by VQA soft accuracy (``direct_answers``).
     ``image`` is a path on disk once resolved (``None`` when the dataset ships no image).
+    ``answer_mode`` says how a predicted answer is judged (``evaluation.matching.judge_answer``):
+    ``auto`` = by the fields present (choices, direct answers, else similarity to the gold);
+    ``exact`` = normalised string match only, for closed answers where a sentence encoder would
+    call "2" and "3" (cosine 0.87) or "red" and "blue" (0.73) the same (ShapesWorld).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -90,6 +94,7 @@ class Sample(BaseModel):
     image_id: str | None = None
     image: str | None = None
     reference: ReferenceChain | None = None
+    answer_mode: Literal["auto", "choice", "vqa", "similarity", "exact"] = "auto"
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -165,7 +165,7 @@ def _build_internal(config: RLConfig, policy: Any, similarity: Any, parser: Any)
                              "RLConfig.clip_model (a CLIP folder)")
         from mmboundary.models.clip import ClipScorer
 
-        clip = ClipScorer(config.clip_model)
+        clip = ClipScorer.from_pretrained(config.clip_model, device="cpu")
     if config.internal_from == "policy":
         scorer_vlm = policy
     else:
@@ -255,7 +255,8 @@ def grpo_args(config: RLConfig, reward_weights: list[float]) -> Any:
         logging_steps=config.logging_steps,
         save_strategy="steps" if config.save_steps > 0 else "no",
         save_steps=max(config.save_steps, 1), use_vllm=config.use_vllm,
-        vllm_mode=config.vllm_mode, remove_unused_columns=False)
+        vllm_mode=config.vllm_mode, remove_unused_columns=False,
+        gradient_checkpointing=config.gradient_checkpointing)
 
 
 def _peft_config(config: RLConfig, model: Any) -> Any:

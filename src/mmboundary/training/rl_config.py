@@ -101,6 +101,9 @@ class RLConfig:
     """Seed of the trainer (sampling, LoRA init, data order)."""
     logging_steps: int = 1
     """Log the rewards' mean and std every N steps."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (saves memory for 7B models; TRL turns it on
+    by default, which only slows small models down)."""
     save_steps: int = 0
     """Intermediate checkpoints every N steps (0 = only the final model)."""
 

@@ -1,0 +1,1 @@
+"""`mmboundary demo`: the whole method on ShapesWorld (see :mod:`mmboundary.demo.run`)."""

@@ -1,0 +1,103 @@
+"""The demo's settings: one dataclass, three presets (quick, default, large)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class DemoConfig:
+    """Everything `mmboundary demo` does, with documented defaults (the ``default`` preset).
+
+    The run is ShapesWorld end to end: the shipped world VLM (vanilla) answers training questions;
+    its steps get internal confidence (four estimators, calibrator fitted on those steps); the
+    warm-up SFT teaches it statements; GRPO with R_KA + R_EC + R_CS calibrates them; every system
+    and baseline is evaluated on the test split; a report is written.
+    """
+
+    out_dir: str = "runs/demo"
+    """Where every stage writes (a rerun resumes finished stages unless ``fresh``)."""
+    seed: int = 0
+    """World seed (splits) and training seed."""
+    vanilla_model: str | None = None
+    """The vanilla world VLM folder (None = the shipped one, ``mmboundary world pretrain``)."""
+    clip_model: str | None = None
+    """The world CLIP folder for U_CLIPS (None = the shipped one, ``world pretrain-clip``)."""
+    n_train: int = 480
+    """ShapesWorld train samples answered by the vanilla model for the warm-up SFT set."""
+    n_rl: int = 240
+    """Train samples used as RL prompts (the first ``n_rl`` of the train split)."""
+    n_test: int = 400
+    """Test samples every system is evaluated on (PLATFORM.md: +/- 5 points at 300)."""
+    threads: int = 2
+    """torch CPU threads."""
+    max_new_tokens: int = 64
+    """Longest response (a world chain is ~30-45 tokens)."""
+    batch_size: int = 32
+    """Samples per generation / scoring batch."""
+    estimators: tuple[str, ...] = ("lnlp", "mte", "tokensar", "clips")
+    """Internal-confidence estimators of the full method."""
+    sft_epochs: float = 3.0
+    """Warm-up SFT epochs over the vanilla model's own responses."""
+    sft_lr: float = 1e-3
+    """Warm-up learning rate (full fine-tuning of the ~1M-parameter world model) (ours)."""
+    sft_finetuning: str = "full"
+    """``full`` or ``lora``; the world model is tiny, so full fine-tuning (ours)."""
+    rl_steps: int = 60
+    """GRPO optimizer steps."""
+    rl_lr: float = 2e-5
+    """GRPO learning rate (paper hint 1e-5 for 7B; ours for the world model)."""
+    rl_generations: int = 4
+    """Completions per prompt (GRPO group)."""
+    rl_batch: int = 16
+    """Completions per GRPO step (a multiple of ``rl_generations``)."""
+    rl_kl_beta: float = 0.0
+    """KL coefficient (0 = no reference model: cheaper on CPU) (ours)."""
+    sc_samples: int = 5
+    """Samples per question for the self-consistency and multisample baselines."""
+    ablations: tuple[str, ...] = ("wo_rl", "w_max", "wo_tokensar", "wo_clips")
+    """Cheap ablations: the warm-up alone, max-pooling fusion, one estimator off (warm-up variants)."""
+    fresh: bool = False
+    """Ignore finished stages in ``out_dir`` and redo everything."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form notes recorded in the report (e.g. the command line)."""
+
+    @property
+    def out(self) -> Path:
+        return Path(self.out_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["estimators"] = list(self.estimators)
+        data["ablations"] = list(self.ablations)
+        return data
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> DemoConfig:
+        import yaml
+
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        preset = raw.pop("preset", None)
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"{path}: unknown preset {preset!r}; expected {sorted(PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown DemoConfig field(s) {unknown}; known {sorted(known)}")
+        base = PRESETS[preset] if preset else cls()
+        return replace(base, **{**raw, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+PRESETS: dict[str, DemoConfig] = {
+    # `mmboundary demo --quick`: a smoke run of every stage (used by the tests).
+    "quick": DemoConfig(out_dir="runs/demo-quick", n_train=48, n_rl=24, n_test=40,
+                        sft_epochs=1.0, rl_steps=2, rl_batch=8, sc_samples=3,
+                        ablations=("wo_rl", "w_max")),
+    # `mmboundary demo`: the README's main job, about ten minutes on 2 CPU cores.
+    "default": DemoConfig(),
+    # `mmboundary demo --preset large`: more data and RL for those with time (about an hour).
+    "large": DemoConfig(out_dir="runs/demo-large", n_train=2000, n_rl=1000, n_test=1000,
+                        sft_epochs=3.0, rl_steps=300, sc_samples=8),
+}

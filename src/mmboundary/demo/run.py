@@ -1,0 +1,132 @@
+"""`mmboundary demo`: MMBoundary end to end on ShapesWorld, from the shipped world model to a report.
+
+vanilla world VLM -> estimate (four estimators, calibrator) -> warm-up SFT -> RL (R_KA + R_EC +
+R_CS) -> every system and baseline answers the test split -> metrics -> report (Markdown, CSV,
+PNG, HTML). Numbers are whatever the run gives; nothing is tuned on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from mmboundary.demo.config import DemoConfig
+from mmboundary.demo.stages import cached_stage, make_world, reinforce, vanilla_estimates, warmup
+
+ABLATION_NAMES = {
+    "wo_rl": "MMBoundary w/o RL (warm-up only)",
+    "w_max": "MMBoundary w U_Max (w/o RL)",
+    "wo_lnlp": "MMBoundary w/o U_LNLP (w/o RL)",
+    "wo_mte": "MMBoundary w/o U_MTE (w/o RL)",
+    "wo_tokensar": "MMBoundary w/o U_TSAR (w/o RL)",
+    "wo_clips": "MMBoundary w/o U_CLIPS (w/o RL)",
+}
+
+
+def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
+    """Run every stage (resuming finished ones) and return the report folder."""
+    import torch
+
+    from mmboundary.data.shapes import shipped_world_clip_path, shipped_world_model_path
+
+    console = console or Console()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "demo_config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    vanilla = Path(config.vanilla_model) if config.vanilla_model else shipped_world_model_path()
+    clip = Path(config.clip_model) if config.clip_model else shipped_world_clip_path()
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def stage(title: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        console.rule(f"[bold]{title}")
+        t0 = time.perf_counter()
+        info = fn(*args, **kwargs)
+        timings[title] = round(time.perf_counter() - t0, 1)
+        console.print(f"{title}: done in {timings[title]} s" + (" (cached)" if info.get("cached") else ""))
+        return info
+
+    world = stage("1/6 ShapesWorld splits", make_world, config)
+    est = stage("2/6 vanilla responses + internal confidence", vanilla_estimates, config, world,
+                vanilla, clip)
+    sft = stage("3/6 warm-up SFT (confidence expression)", warmup, config, world, est, vanilla)
+    rl = stage("4/6 RL (R_KA + R_EC + R_CS)", reinforce, config, world, sft["model"],
+               sft["calibrator"], clip)
+    models = {"MMBoundary (ours: warm-up + RL)": rl["model"]}
+    for ablation in config.ablations:
+        if ablation == "wo_rl":
+            models[ABLATION_NAMES[ablation]] = sft["model"]
+        elif ablation == "drl":
+            drl = stage("4b/6 DRL baseline (RL without warm-up)", reinforce, config, world,
+                        str(vanilla), est["calibrator"], clip, name="drl")
+            models["DRL (RL without warm-up)"] = drl["model"]
+        else:
+            variant = stage(f"3b/6 warm-up variant {ablation}", warmup, config, world, est,
+                            vanilla, variant=ablation)
+            models[ABLATION_NAMES[ablation]] = variant["model"]
+    metrics = stage("5/6 evaluate systems and baselines on the test split", _evaluate, config,
+                    world, models, vanilla, est, clip)
+    report = stage("6/6 report", _report, config, metrics, rl, sft, timings)
+    total = round(time.perf_counter() - start, 1)
+    console.rule("[bold green]done")
+    console.print(Path(report["markdown"]).read_text())
+    console.print(f"Total {total} s. Report: {report['html']}")
+    return Path(report["dir"])
+
+
+def _train_accuracy(est: dict[str, Any], world: dict[str, Any]) -> float:
+    """The vanilla model's answer accuracy on the train split (the constant baseline's value)."""
+    from mmboundary.confidence.outputs import failed, read_responses
+    from mmboundary.data.shapes import read_split
+    from mmboundary.evaluation.baselines import plain_steps, response_answer
+    from mmboundary.evaluation.matching import judge_answer
+
+    samples = {s.id: s for s in read_split(world["train"])}
+    scores = [judge_answer(samples[r.sample_id], response_answer(plain_steps(r).steps), None).score
+              for r in read_responses(est["estimates"]) if not failed(r)]
+    return sum(scores) / len(scores)
+
+
+def _evaluate(config: DemoConfig, world: dict[str, Any], models: dict[str, str], vanilla: Path,
+              est: dict[str, Any], clip: Path) -> dict[str, Any]:
+    folder = config.out / "metrics"
+
+    def run() -> dict[str, Any]:
+        from mmboundary.data.io import write_json_atomic
+        from mmboundary.data.shapes import read_split
+        from mmboundary.demo.systems import slug, system_predictions
+        from mmboundary.evaluation.evaluate import evaluate_predictions
+        from mmboundary.models.similarity import default_similarity
+
+        samples = read_split(world["test"])
+        constant = _train_accuracy(est, world)
+        preds = system_predictions(config, samples, models, vanilla, est["calibrator"], clip,
+                                   constant)
+        files = {}
+        for name, responses in preds.items():
+            result = evaluate_predictions(samples, responses, default_similarity(), system=name,
+                                          dataset="ShapesWorld (test)")
+            path = folder / f"{slug(name)}.json"
+            write_json_atomic(path, result.to_dict())
+            files[name] = str(path)
+        return {"files": files, "constant": constant}
+
+    return cached_stage(folder, config.fresh, run)
+
+
+def _report(config: DemoConfig, metrics: dict[str, Any], rl: dict[str, Any],
+            sft: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+    from mmboundary.evaluation.report import write_report
+
+    folder = config.out / "report"
+    notes = {"seed": config.seed, "config": config.to_dict(), "stage_seconds": timings,
+             "rl_rewards": rl.get("rewards"), "sft": {k: sft.get(k) for k in ("records", "levels",
+                                                                              "loss")}}
+    paths = write_report(list(metrics["files"].values()), folder, title="MMBoundary demo on "
+                         "ShapesWorld", notes=notes, published=False)
+    return {"dir": str(folder), **{k: str(v) for k, v in paths.items()}}
