@@ -27,6 +27,11 @@ def test_decimals_abbreviations_and_eg_do_not_split():
         "Fruits, i.e. apples, are shown vs. pears.", "Done."]
 
 
+def test_no_is_an_answer_unless_a_number_follows():
+    assert texts("So, the answer is no. The circle is red. See No. 5 above.") == [
+        "So, the answer is no.", "The circle is red.", "See No. 5 above."]
+
+
 def test_quoted_answers_and_closing_quotes():
     assert texts("The sign says \"Stop.\" It is red. So, the answer is 'warm'.") == [
         "The sign says \"Stop.\"", "It is red.", "So, the answer is 'warm'."]

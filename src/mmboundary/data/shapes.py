@@ -266,6 +266,7 @@ def _to_sample(index: int, split: str, seed: int, kind: str, objs: list[dict], b
         answers=answers, image_id=sample_id,
         reference=ReferenceChain(image_level=image_level,
                                  reasoning_level=[*reasoning, f"So, the answer is {answer}."]),
+        answer_mode="choice" if choices is not None else "exact",
         meta={"kind": kind, "format": "mc" if choices is not None else "open", "split": split,
               "world_seed": seed, "scene": objs, "target": target, "render": render_spec},
     )
@@ -380,3 +381,25 @@ def answer_correct(sample: Sample, predicted: str | None) -> bool:
         gold = normalize_answer(sample.choices[sample.correct_choice_idx])
         return guess in {letter, gold, f"{letter} {gold}"}
     return guess in golds
+
+
+# --------------------------------------------------------------------------- shipped checkpoints
+def _shipped(name: str) -> Path:
+    from importlib import resources
+
+    path = Path(str(resources.files("mmboundary").joinpath("resources", "shapes", name)))
+    if not (path / "config.json").is_file():
+        command = "pretrain" if name == "vlm" else "pretrain-clip"
+        raise FileNotFoundError(f"no shipped ShapesWorld {name} at {path}; rebuild it with "
+                                f"`mmboundary world {command} --out {path}`")
+    return path
+
+
+def shipped_world_model_path() -> Path:
+    """The shipped pretrained ShapesWorld VLM (see its ``checkpoint_info.json``)."""
+    return _shipped("vlm")
+
+
+def shipped_world_clip_path() -> Path:
+    """The shipped pretrained ShapesWorld CLIP (see its ``checkpoint_info.json``)."""
+    return _shipped("clip")

@@ -17,10 +17,11 @@ from mmboundary.data.schema import Step
 ABBREVIATIONS = frozenset(
     {
         "e.g", "i.e", "eg", "ie", "cf", "vs", "viz", "approx", "ca", "mr", "mrs", "ms", "dr",
-        "prof", "st", "no", "nos", "fig", "figs", "eq", "sec", "vol", "p", "pp", "jr", "sr",
-        "inc", "ltd", "co", "u.s", "u.k", "a.m", "p.m", "mt", "ft", "lbs", "oz",
+        "prof", "st", "jr", "sr", "inc", "ltd", "co", "u.s", "u.k", "a.m", "p.m", "mt",
     }
 )
+# Abbreviations only when a number follows ("No. 5", "Fig. 2"): "the answer is no. It" splits.
+NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "fig", "figs", "eq", "sec", "vol", "p", "pp"})
 _CLOSERS = "\"'\u2019\u201d)]}"
 _TERMINATORS = ".!?\u2026"
 # A list marker at the start of a line: "1.", "12)", "a)", "(b)", "-", "*", "\u2022".
@@ -47,6 +48,8 @@ def _is_boundary(text: str, term: int, after: int, line_start: int) -> bool:
     if text[term] == ".":
         word = _word_before(text, term).lstrip("(\"'").lower()
         if word in ABBREVIATIONS:
+            return False
+        if word in NUMBER_ABBREVIATIONS and nxt < len(text) and text[nxt].isdigit():
             return False
         if _LIST_MARKER.match(text[line_start : term + 1]):
             return False  # "1. The image shows ..."
