@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmboundary.evaluation.matching import normalize_vqa_answer
+from mmboundary.text.matching import normalize_vqa_answer
 from mmboundary.models.similarity import default_similarity
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmboundary" / "aokvqa_val_mmb.json"

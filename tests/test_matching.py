@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from mmboundary.data.schema import ReferenceChain, Response, Sample, extract_answer
-from mmboundary.evaluation import matching
 from mmboundary.evaluation.evaluate import (
     EvalResult,
     evaluate_predictions,
     general_output_responses,
     response_from_general_output,
 )
-from mmboundary.evaluation.matching import (
+from mmboundary.text import matching
+from mmboundary.text.matching import (
     align_steps,
     chain_f1,
     judge_answer,
@@ -246,3 +246,27 @@ def test_culturalvqa_general_output_against_keys_filtered(shared_data, minilm) -
     assert 0.75 <= result.metrics["accuracy"] <= 0.98
     assert 0.65 <= result.metrics["f1"] <= 0.95
     assert result.metrics["ece"] is None and "expressed confidence" in result.unavailable["ece"]
+
+
+def test_exact_step_match_for_templated_worlds():
+    """ShapesWorld: MiniLM puts 'left of' and 'right of' at 0.99, so steps match exactly."""
+    refs = ["The red circle is to the left of the blue square.", "So, the answer is left."]
+    assert matching.step_is_correct("the red circle is to the LEFT of the blue square", refs,
+                                    [0.0, 0.0], tau=0.5, match="exact")
+    assert not matching.step_is_correct("The red circle is to the right of the blue square.",
+                                        refs, [0.99, 0.5], tau=0.5, match="exact")
+    assert matching.step_is_correct("x", refs, [0.2, 0.7], tau=0.5, match="similarity")
+    assert not matching.step_is_correct("x", refs, [0.2, 0.4], tau=0.5, match="similarity")
+    with pytest.raises(ValueError, match="step match"):
+        matching.step_is_correct("x", refs, [0.2], tau=0.5, match="fuzzy")
+
+
+def test_shapes_samples_judge_answers_and_steps_exactly():
+    from mmboundary.data.shapes import make_samples
+
+    open_sample = next(s for s in make_samples(40, seed=0, split="test") if s.choices is None)
+    assert open_sample.answer_mode == "exact" and open_sample.step_match == "exact"
+    gold = open_sample.gold_answer
+    wrong = "3" if gold != "3" else "2"
+    assert matching.judge_answer(open_sample, gold, None).score == 1.0
+    assert matching.judge_answer(open_sample, wrong, None).score == 0.0

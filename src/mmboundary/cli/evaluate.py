@@ -49,7 +49,6 @@ def evaluate_command(
 ) -> None:
     """Score one system's responses: Acc, chain F1, ECE, MECE, Brier, AUROC."""
     from mmboundary.data.io import write_json_atomic
-    from mmboundary.evaluation import matching
     from mmboundary.evaluation.evaluate import (
         EvalConfig,
         evaluate_predictions,
@@ -57,6 +56,7 @@ def evaluate_command(
         read_predictions,
     )
     from mmboundary.models.similarity import load_similarity
+    from mmboundary.text import matching
 
     if (predictions is None) == (not general_output):
         raise typer.BadParameter("give exactly one of --predictions FILE or --general-output")

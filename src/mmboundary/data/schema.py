@@ -76,10 +76,14 @@ class Sample(BaseModel):
     ``answers`` holds the gold answer strings: for multiple choice the correct choice first; for
     A-OKVQA also the 10 direct answers used by VQA soft accuracy (``direct_answers``).
     ``image`` is a path on disk once resolved (``None`` when the dataset ships no image).
-    ``answer_mode`` says how a predicted answer is judged (``evaluation.matching.judge_answer``):
+    ``answer_mode`` says how a predicted answer is judged (``text.matching.judge_answer``):
     ``auto`` = by the fields present (choices, direct answers, else similarity to the gold);
     ``exact`` = normalised string match only, for closed answers where a sentence encoder would
     call "2" and "3" (cosine 0.87) or "red" and "blue" (0.73) the same (ShapesWorld).
+    ``step_match`` says when a predicted step is correct (``text.matching.step_is_correct``):
+    ``similarity`` = g(step, reference step) >= tau (METHOD.md); ``exact`` = its normalised text
+    equals the reference step's, for templated chains where "to the left of" and "to the right
+    of" score 0.99 (ShapesWorld).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -95,6 +99,7 @@ class Sample(BaseModel):
     image: str | None = None
     reference: ReferenceChain | None = None
     answer_mode: Literal["auto", "choice", "vqa", "similarity", "exact"] = "auto"
+    step_match: Literal["similarity", "exact"] = "similarity"
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @property

@@ -266,7 +266,7 @@ def _to_sample(index: int, split: str, seed: int, kind: str, objs: list[dict], b
         answers=answers, image_id=sample_id,
         reference=ReferenceChain(image_level=image_level,
                                  reasoning_level=[*reasoning, f"So, the answer is {answer}."]),
-        answer_mode="choice" if choices is not None else "exact",
+        answer_mode="choice" if choices is not None else "exact", step_match="exact",
         meta={"kind": kind, "format": "mc" if choices is not None else "open", "split": split,
               "world_seed": seed, "scene": objs, "target": target, "render": render_spec},
     )

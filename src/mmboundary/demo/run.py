@@ -84,7 +84,7 @@ def _train_accuracy(est: dict[str, Any], world: dict[str, Any]) -> float:
     from mmboundary.confidence.outputs import failed, read_responses
     from mmboundary.data.shapes import read_split
     from mmboundary.evaluation.baselines import plain_steps, response_answer
-    from mmboundary.evaluation.matching import judge_answer
+    from mmboundary.text.matching import judge_answer
 
     samples = {s.id: s for s in read_split(world["train"])}
     scores = [judge_answer(samples[r.sample_id], response_answer(plain_steps(r).steps), None).score

@@ -29,7 +29,6 @@ def generate(model: str | Path, samples: Sequence[Sample], out: Path, config: De
         rows = [Response.model_validate(r) for r in read_jsonl(out)]
         if len(rows) == len(samples) * num_samples:
             return [rows[i * num_samples:(i + 1) * num_samples] for i in range(len(samples))]
-    from mmboundary.models.prompts import question_prompt
     from mmboundary.models.vlm import VLM
 
     vlm = VLM.from_pretrained(model, device="cpu", dtype="float32")
@@ -37,7 +36,7 @@ def generate(model: str | Path, samples: Sequence[Sample], out: Path, config: De
     bar = tqdm(total=len(samples), desc=desc, unit="sample")
     for start in range(0, len(samples), config.batch_size):
         batch = list(samples[start:start + config.batch_size])
-        gens = vlm.generate([question_prompt(s, instruction) for s in batch], _images(batch),
+        gens = vlm.generate([vlm.prompt_text(s, instruction) for s in batch], _images(batch),
                             max_new_tokens=config.max_new_tokens, do_sample=num_samples > 1,
                             temperature=1.0, num_return_sequences=num_samples,
                             seed=config.seed + start, batch_size=config.batch_size)
@@ -58,10 +57,10 @@ def system_predictions(config: DemoConfig, samples: list[Sample], models: dict[s
     """Predictions with step confidences for every system and baseline, by display name."""
     from mmboundary.confidence import ConfidenceCalibrator
     from mmboundary.evaluation import baselines as B
-    from mmboundary.evaluation.matching import DEFAULT_STEP_TAU
     from mmboundary.models.clip import ClipScorer
     from mmboundary.models.similarity import default_similarity
     from mmboundary.models.vlm import VLM
+    from mmboundary.text.matching import DEFAULT_STEP_TAU
     from mmboundary.text.statements import StatementParser, default_parser
 
     folder = config.out / "predictions"

@@ -109,7 +109,7 @@ def verbal_confidence(responses: Sequence[Response], parser: Any) -> list[Respon
 
 
 def _answer_key(answer: str | None) -> str | None:
-    from mmboundary.evaluation.matching import normalize_vqa_answer
+    from mmboundary.text.matching import normalize_vqa_answer
 
     return None if answer is None else normalize_vqa_answer(answer)
 

@@ -3,11 +3,11 @@
 ``evaluate_predictions(samples, responses, similarity)`` scores every response against its sample:
 
 - answer: from the last step stating "So, the answer is X", judged by
-  :func:`mmboundary.evaluation.matching.judge_answer` (choice / VQA soft accuracy / similarity);
+  :func:`mmboundary.text.matching.judge_answer` (choice / VQA soft accuracy / similarity);
 - response confidence: the expressed confidence of that answer step **(ours, METHOD.md 7)**;
   ``None`` when the step has none;
 - steps: predicted step contents aligned one-to-one to the reference chain
-  (:func:`~mmboundary.evaluation.matching.align_steps`), correct when g >= tau; an aligned step
+  (:func:`~mmboundary.text.matching.align_steps`), correct when g >= tau; an aligned step
   that states an answer is judged by the answer instead **(ours: "So, the answer is nine" and
   "... thirty" have MiniLM similarity ~0.55, so tau cannot judge it)**;
 - chain precision / recall / F1 per sample.
@@ -32,7 +32,8 @@ from typing import Any, Literal
 
 from mmboundary.data.schema import Response, Sample, extract_answer
 from mmboundary.evaluation import metrics as M
-from mmboundary.evaluation.matching import (
+from mmboundary.models.similarity import SimilarityModel
+from mmboundary.text.matching import (
     DEFAULT_ANSWER_TAU,
     DEFAULT_MIN_SIM,
     DEFAULT_STEP_TAU,
@@ -42,7 +43,6 @@ from mmboundary.evaluation.matching import (
     chain_scores,
     judge_answer,
 )
-from mmboundary.models.similarity import SimilarityModel
 
 ParseMode = Literal["auto", "statement", "numeric", "none"]
 _NUMERIC_HINT = re.compile(r"\(\s*confidence\b", re.IGNORECASE)
@@ -238,7 +238,8 @@ def evaluate_sample(sample: Sample, response: Response, similarity: SimilarityMo
         return result
     if similarity is None:
         raise ValueError(f"sample {sample.id}: step alignment needs a similarity model")
-    pairs = align_steps([s.text for s in out], refs, similarity, config.tau, config.min_sim)
+    pairs = align_steps([s.text for s in out], refs, similarity, config.tau, config.min_sim,
+                        match=sample.step_match)
     if config.judge_answer_step_by_answer and answer_idx is not None and correct is not None:
         pos = next((k for k, s in enumerate(steps) if s.index == answer_idx), None)
         pairs = [AlignedStep(p.pred_index, p.ref_index, p.similarity, correct)

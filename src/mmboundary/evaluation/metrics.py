@@ -131,7 +131,7 @@ def multi_granularity_ece(aligned_step_confidences: Sequence[Sequence[float]],
 
     Inputs are per sample: ``aligned_step_confidences[i]`` = expressed confidences of sample i's
     predicted steps that were aligned one-to-one to reference steps
-    (:func:`mmboundary.evaluation.matching.align_steps`; unaligned steps are dropped), and
+    (:func:`mmboundary.text.matching.align_steps`; unaligned steps are dropped), and
     ``aligned_step_correct[i]`` their correctness (similarity >= tau). The steps of all samples
     are pooled: ``MECE = ECE(concat_i conf_i, concat_i correct_i)``. **(ours: the exact rule;
     METHOD.md section 7)**

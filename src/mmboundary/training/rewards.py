@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mmboundary.data.schema import Sample, Step, extract_answer
+from mmboundary.text.matching import step_is_correct
 
 #: e_t of a step that carries no confidence statement (METHOD.md section 6).
 MISSING_STATEMENT_CONFIDENCE = 0.5
@@ -150,7 +151,7 @@ class StepAnalyzer:
         parse: text -> steps with ``statement`` / ``content_end`` / ``expressed_confidence`` set
             (default: ``text.statements.parse_steps`` with the shipped statement bank).
         similarity: g for step correctness and open answers (default: ``default_similarity()``).
-        tau: step-correctness threshold on g (default ``evaluation.matching.DEFAULT_STEP_TAU``,
+        tau: step-correctness threshold on g (default ``text.matching.DEFAULT_STEP_TAU``,
             the threshold evaluation uses).
         answer_tau: open-answer threshold (default ``DEFAULT_ANSWER_TAU``).
         internal: scorer of i_t; ``None`` when R_CS is off (then ``internal`` stays ``None``).
@@ -161,7 +162,7 @@ class StepAnalyzer:
                  similarity: Similarity | None = None, tau: float | None = None,
                  answer_tau: float | None = None, internal: InternalConfidence | None = None,
                  cache_size: int = 4096) -> None:
-        from mmboundary.evaluation.matching import DEFAULT_ANSWER_TAU, DEFAULT_STEP_TAU
+        from mmboundary.text.matching import DEFAULT_ANSWER_TAU, DEFAULT_STEP_TAU
 
         tau = DEFAULT_STEP_TAU if tau is None else tau
         answer_tau = DEFAULT_ANSWER_TAU if answer_tau is None else answer_tau
@@ -267,9 +268,9 @@ class StepAnalyzer:
                             format=format_score(has, answer is not None), problems=problems)
 
     def answer_correctness(self, sample: Sample, answer: str, problems: list[str]) -> float | None:
-        """ans from ``evaluation.matching.judge_answer`` (the definition evaluation uses);
+        """ans from ``text.matching.judge_answer`` (the definition evaluation uses);
         ``None`` (and a logged problem) when the sample has no gold answer."""
-        from mmboundary.evaluation.matching import judge_answer
+        from mmboundary.text.matching import judge_answer
 
         if sample.gold_answer is None and not sample.direct_answers:
             problems.append(f"sample {sample.id}: no gold answer, correctness unknown")
@@ -292,8 +293,13 @@ class StepAnalyzer:
                 a.step_correct = []
                 continue
             cols = [col[r] for r in ref_steps]
-            a.step_correct = [float(sim[row[s.content.strip()], cols].max() >= self.tau)
-                              for s in a.steps]
+            a.step_correct = [float(step_is_correct(s.content.strip(), ref_steps,
+                                                    sim[row[s.content.strip()], cols], self.tau,
+                                                    sample.step_match)) for s in a.steps]
+            # the answer step is judged by its answer, as evaluation does (a wrong number in
+            # "So, the answer is 3." is still 0.55+ similar to the right one)
+            if a.answer is not None and a.answer_correct is not None and a.steps:
+                a.step_correct[-1] = float(a.answer_correct >= 0.5)
 
 
 def _checked_internal(values: Sequence[float], analysis: StepAnalysis) -> list[float]:

@@ -57,9 +57,9 @@ class RLConfig:
     format_weight: float = 0.0
     """Weight of the format reward (statement share + answer step) (ours); 0 = off."""
     step_tau: float | None = None
-    """a_t threshold on similarity (None = ``evaluation.matching.DEFAULT_STEP_TAU``)."""
+    """a_t threshold on similarity (None = ``text.matching.DEFAULT_STEP_TAU``)."""
     answer_tau: float | None = None
-    """Open-answer threshold (None = ``evaluation.matching.DEFAULT_ANSWER_TAU``)."""
+    """Open-answer threshold (None = ``text.matching.DEFAULT_ANSWER_TAU``)."""
     similarity: str | None = None
     """Similarity model folder for a_t (None = offline all-MiniLM-L6-v2)."""
     internal_from: Literal["warmup", "policy"] = "warmup"

@@ -50,13 +50,40 @@ class AlignedStep:
     correct: bool
 
 
+def normalize_step(text: str) -> str:
+    """Lower-case, punctuation dropped, whitespace collapsed: the key of exact step matching.
+
+    >>> normalize_step("  The red circle is on the LEFT. ")
+    'the red circle is on the left'
+    """
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def step_is_correct(pred: str, refs: list[str], sims: np.ndarray | list[float], tau: float,
+                    match: str = "similarity") -> bool:
+    """Step correctness, the one definition evaluation (MECE, F1) and the RL rewards (a_t) use.
+
+    ``match="similarity"`` (METHOD.md): ``max_j sims[j] >= tau`` where ``sims[j] = g(pred,
+    refs[j])``; ``match="exact"`` (templated worlds, ``Sample.step_match``): the normalised
+    ``pred`` equals a normalised reference step (``sims`` unused).
+    """
+    if match == "exact":
+        key = normalize_step(pred)
+        return any(normalize_step(r) == key for r in refs)
+    if match != "similarity":
+        raise ValueError(f"step match must be 'similarity' or 'exact', got {match!r}")
+    return bool(len(sims)) and float(np.max(sims)) >= tau
+
+
 def align_steps(pred_steps: list[str], ref_steps: list[str], similarity: SimilarityModel,
-                tau: float = DEFAULT_STEP_TAU, min_sim: float = DEFAULT_MIN_SIM) -> list[AlignedStep]:
+                tau: float = DEFAULT_STEP_TAU, min_sim: float = DEFAULT_MIN_SIM,
+                match: str = "similarity") -> list[AlignedStep]:
     """Align predicted steps one-to-one to reference steps by similarity.
 
     Hungarian assignment (``scipy.optimize.linear_sum_assignment``) maximising
     ``sum g(pred_i, ref_j)`` over the aligned pairs; a pair with ``g < min_sim`` is not aligned,
-    and predicted steps left without a partner are dropped. ``correct = g >= tau``.
+    and predicted steps left without a partner are dropped. ``correct = g >= tau``
+    (``match="exact"``: the normalised texts of the pair are equal; see ``step_is_correct``).
     Returns pairs sorted by predicted index.
 
     Example (token-Jaccard similarity): pred ["red ball", "blue box"], ref ["a blue box",
@@ -72,7 +99,8 @@ def align_steps(pred_steps: list[str], ref_steps: list[str], similarity: Similar
     if sims.shape != expected:
         raise ValueError(f"similarity.pairwise returned shape {sims.shape}, expected {expected}")
     rows, cols = linear_sum_assignment(sims, maximize=True)
-    pairs = [AlignedStep(int(i), int(j), float(sims[i, j]), bool(sims[i, j] >= tau))
+    pairs = [AlignedStep(int(i), int(j), float(sims[i, j]),
+                         step_is_correct(pred_steps[i], [ref_steps[j]], [sims[i, j]], tau, match))
              for i, j in zip(rows, cols, strict=True) if sims[i, j] >= min_sim]
     return sorted(pairs, key=lambda p: p.pred_index)
 
