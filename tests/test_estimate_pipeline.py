@@ -17,10 +17,10 @@ from mmboundary.confidence import (
     estimate_steps,
     failed,
     merge_outputs,
-    read_responses,
 )
 from mmboundary.confidence.estimators import token_removal_variants, token_sar
 from mmboundary.confidence.normalize import ConfidenceCalibrator
+from mmboundary.data.io import read_responses
 from mmboundary.data.schema import Response
 
 N_SAMPLES = 8

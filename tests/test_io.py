@@ -21,6 +21,7 @@ from mmboundary.data.io import (
     JsonlWriter,
     merge_jsonl,
     read_jsonl,
+    read_responses,
     shard,
     write_json_atomic,
     write_jsonl_atomic,
@@ -50,6 +51,24 @@ def test_read_jsonl_bad_middle_line_raises_with_line_number(tmp_path):
     assert [r["id"] for r in records] == ["a", "d"]
     assert [(i.line, i.torn) for i in issues] == [(2, False), (3, False)]
     assert "expected a JSON object, got list" in issues[1].message
+
+
+def test_read_responses_names_file_and_line(tmp_path, caplog):
+    path = tmp_path / "r.jsonl"
+    good = '{"sample_id": "a", "text": "x"}'
+    path.write_text(f'{good}\n\n{{"sample_id": "b", "text": "y", "meta": {{"error": "e"}}}}\n'
+                    '{"sample_id": "c", "te')
+    with caplog.at_level(logging.WARNING):
+        responses = read_responses(path)
+    assert [(r.sample_id, r.text, r.meta) for r in responses] == [("a", "x", {}),
+                                                                  ("b", "y", {"error": "e"})]
+    assert "r.jsonl:4: torn last line" in caplog.text
+    path.write_text(f'{good}\n{{"text": "no id"}}\n{good}\n')
+    with pytest.raises(ValueError, match=r"(?s)r\.jsonl:2: line is not a Response.*sample_id"):
+        read_responses(path)
+    path.write_text(f'{good}\n{{oops\n{good}\n')
+    with pytest.raises(JsonlDecodeError, match=r"r\.jsonl:2: invalid line"):
+        read_responses(path)
 
 
 def test_writer_resumes_without_duplicates(tmp_path):

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from mmboundary.data.schema import ReferenceChain, Sample
 from mmboundary.text.statements import StatementParser
 from mmboundary.training.rewards import (
-    StepAnalyzer,
     confidence_self_calibration,
     confidence_self_calibration_reward,
     expected_calibration,
@@ -26,6 +25,7 @@ from mmboundary.training.rewards import (
     knowledge_accuracy,
     knowledge_accuracy_reward,
 )
+from mmboundary.training.step_analysis import StepAnalyzer
 
 
 class Overlap:

@@ -17,18 +17,17 @@ from mmboundary.data.shapes import (
     COLORS,
     NUMBER_WORDS,
     WorldConfig,
-    answer_correct,
     describe,
     load_image,
     make_sample,
     make_samples,
-    normalize_answer,
     read_split,
     render,
     scene_split,
     where,
     write_split,
 )
+from mmboundary.text.matching import judge_answer, normalize_vqa_answer
 
 
 @pytest.fixture(scope="module")
@@ -153,15 +152,26 @@ def test_write_split_round_trip_and_loader(tmp_path) -> None:
 
 
 def test_answer_correct_letters_text_and_numbers(test_samples: list[Sample]) -> None:
+    """ShapesWorld answers are judged by ``text.matching.judge_answer`` (no similarity model):
+    the samples' ``answer_mode`` is "choice" (MC) or "exact" (open)."""
+
+    def correct(sample: Sample, answer: str | None) -> bool:
+        return judge_answer(sample, answer, None).score == 1.0
+
     mc = next(s for s in test_samples if s.choices and s.meta["kind"] == "color")
+    assert mc.answer_mode == "choice"
     letter = "ABCD"[mc.correct_choice_idx]
-    assert answer_correct(mc, letter) and answer_correct(mc, f"({letter})")
-    assert answer_correct(mc, mc.gold_answer.upper() + ".")
+    assert correct(mc, letter) and correct(mc, f"({letter})")
+    assert correct(mc, f"{letter}. {mc.gold_answer}")
+    assert correct(mc, mc.gold_answer.upper() + ".")
     wrong = next(c for c in mc.choices if c != mc.gold_answer)
-    assert not answer_correct(mc, wrong) and not answer_correct(mc, None)
+    assert not correct(mc, wrong) and not correct(mc, None)
     count = next(s for s in test_samples if s.choices is None and s.meta["kind"] == "count")
-    assert answer_correct(count, NUMBER_WORDS[int(count.gold_answer)])
-    assert normalize_answer("The Red.") == "red" and normalize_answer("'three'") == "3"
+    assert count.answer_mode == "exact"
+    assert correct(count, NUMBER_WORDS[int(count.gold_answer)])
+    assert correct(count, f"The {count.gold_answer}.")
+    assert not correct(count, str(int(count.gold_answer) + 1))
+    assert normalize_vqa_answer("The Red.") == "red" and normalize_vqa_answer("'three'") == "3"
 
 
 @settings(max_examples=40, deadline=None)

@@ -41,3 +41,14 @@ def test_load_similarity_default_and_missing_path(tmp_path):
     assert load_similarity(None) is default_similarity()
     with pytest.raises(FileNotFoundError, match="no hub downloads"):
         load_similarity(tmp_path / "nope")
+
+
+def test_cache_eviction_never_drops_texts_of_the_current_call(sim):
+    small = type(sim).__new__(type(sim))
+    small.__dict__.update(sim.__dict__)
+    small._cache = type(sim._cache)()
+    small.cache_size = 3
+    first = small.encode(["a red circle", "two squares"])
+    both = small.encode(["a red circle", "blue", "green", "yellow", "two squares"])
+    assert both.shape[0] == 5 and len(small._cache) == 3
+    assert np.allclose(both[0], first[0], atol=1e-5) and np.allclose(both[4], first[1], atol=1e-5)

@@ -48,12 +48,11 @@ def evaluate_command(
                                           "folder (default: offline all-MiniLM-L6-v2)."),
 ) -> None:
     """Score one system's responses: Acc, chain F1, ECE, MECE, Brier, AUROC."""
-    from mmboundary.data.io import write_json_atomic
+    from mmboundary.data.io import read_responses, write_json_atomic
     from mmboundary.evaluation.evaluate import (
         EvalConfig,
         evaluate_predictions,
         general_output_responses,
-        read_predictions,
     )
     from mmboundary.models.similarity import load_similarity
     from mmboundary.text import matching
@@ -61,7 +60,7 @@ def evaluate_command(
     if (predictions is None) == (not general_output):
         raise typer.BadParameter("give exactly one of --predictions FILE or --general-output")
     samples = _load_samples(data, dataset)
-    responses = general_output_responses(samples) if general_output else read_predictions(predictions)
+    responses = general_output_responses(samples) if general_output else read_responses(predictions)
     config = EvalConfig(tau=matching.DEFAULT_STEP_TAU if tau is None else tau,
                         answer_tau=matching.DEFAULT_ANSWER_TAU if answer_tau is None else answer_tau,
                         n_bins=n_bins, answer_mode=answer_mode, parse=parse,

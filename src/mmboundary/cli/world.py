@@ -108,7 +108,7 @@ def pretrain_clip(
 ) -> None:
     """Pretrain the world CLIP contrastively on (image, image-level fact) pairs."""
     from mmboundary.data.shapes import make_samples
-    from mmboundary.training.world import (
+    from mmboundary.training.world_clip import (
         ClipPretrainConfig,
         evaluate_world_clip,
         pretrain_world_clip,
@@ -139,7 +139,8 @@ def evaluate(
 ) -> None:
     """Accuracy of a world VLM (by question kind and format), or the signal of a world CLIP."""
     from mmboundary.data.shapes import make_samples, shipped_world_model_path
-    from mmboundary.training.world import evaluate_world_clip, evaluate_world_vlm
+    from mmboundary.training.world import evaluate_world_vlm
+    from mmboundary.training.world_clip import evaluate_world_clip
 
     model = model or shipped_world_model_path()
     config = json.loads((Path(model) / "config.json").read_text())

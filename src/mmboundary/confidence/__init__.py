@@ -36,7 +36,6 @@ from mmboundary.confidence.outputs import (
     failed,
     finalize_output,
     merge_outputs,
-    read_responses,
 )
 from mmboundary.confidence.pipeline import (
     EstimateConfig,
@@ -53,6 +52,6 @@ __all__ = [
     "StepStatistics", "TokenSAR", "apply_calibrator", "calibrator_path_for", "clip_score",
     "compute_statistics", "estimate", "estimate_batch", "estimate_dataset", "estimate_steps",
     "failed", "finalize_output", "fuse_max", "fuse_mean", "get_estimators",
-    "length_normalized_perplexity", "mean_token_entropy", "merge_outputs", "read_responses",
+    "length_normalized_perplexity", "mean_token_entropy", "merge_outputs",
     "token_sar", "tokensar_similarities",
 ]

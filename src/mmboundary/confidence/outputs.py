@@ -1,6 +1,7 @@
 """Estimate outputs on disk: read, calibrate (fit or apply) with an atomic rewrite, merge shards.
 
-An output is a JSONL of ``Response`` lines keyed by ``sample_id``; a line whose ``meta["error"]``
+An output is a JSONL of ``Response`` lines keyed by ``sample_id`` (read with
+``mmboundary.data.io.read_responses``); a line whose ``meta["error"]``
 is set records a failed sample. ``finalize_output`` fills every scored step's
 ``normalized_scores``, ``confidence`` and ``level`` and is idempotent (rerun after a kill: same
 file).
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mmboundary.confidence.normalize import ConfidenceCalibrator
+from mmboundary.data.io import read_responses
 from mmboundary.data.schema import Response
 
 
@@ -71,19 +73,6 @@ def _rewrite_jsonl_atomic(path: Path, records: Sequence[Response]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def read_responses(path: str | Path) -> list[Response]:
-    """Every line of an estimate output as a ``Response`` (failures included: see ``failed``)."""
-    from mmboundary.data.io import read_jsonl
-
-    out = []
-    for i, record in enumerate(read_jsonl(path), start=1):
-        try:
-            out.append(Response.model_validate(record))
-        except ValueError as err:
-            raise ValueError(f"{path}: record {i} is not a Response: {err}") from err
-    return out
 
 
 def finalize_output(out: str | Path, calibrator: ConfidenceCalibrator | None = None, *,

@@ -8,6 +8,8 @@
 - ``write_json_atomic(path, obj)`` writes a temporary file in the same folder, then ``os.replace``.
 - ``shard(items, num_shards, shard_index)`` is a deterministic split; ``merge_jsonl`` joins shard
   outputs, keeping the first line of each id.
+- ``read_responses(path)`` reads a responses JSONL (generate / estimate / predictions output) as
+  ``Response`` objects: the one reader of that format.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+
+from mmboundary.data.schema import Response
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,6 +110,27 @@ def read_jsonl(
             logger.warning("%s; skipped", item)
         else:
             raise JsonlDecodeError(item)
+
+
+def read_responses(path: str | os.PathLike[str]) -> list[Response]:
+    """Every line of a responses JSONL file as a ``Response``, in file order.
+
+    Failure lines (``meta["error"]`` set) are kept: callers filter them. A torn last line is
+    skipped with a warning (as in ``read_jsonl``); any other bad line, or a line that is not a
+    ``Response``, raises ``ValueError`` naming the file and the 1-based line number.
+    """
+    out: list[Response] = []
+    for number, item in iter_jsonl_lines(path):
+        if isinstance(item, JsonlIssue):
+            if not item.torn:
+                raise JsonlDecodeError(item)
+            logger.warning("%s; skipped", item)
+            continue
+        try:
+            out.append(Response.model_validate(item))
+        except ValidationError as err:
+            raise ValueError(f"{path}:{number}: line is not a Response: {err}") from err
+    return out
 
 
 def _repair_tail(path: Path) -> JsonlIssue | None:

@@ -356,33 +356,6 @@ def read_split(path: str | Path) -> list[Sample]:
     return samples
 
 
-# ------------------------------------------------------------------------------------- answers
-def normalize_answer(text: str) -> str:
-    """Lower-case, drop quotes/punctuation and a leading "the", spell numbers as digits."""
-    words = "".join(c for c in text.lower() if c not in ".,!?;:'\"`()").split()
-    if words and words[0] == "the":
-        words = words[1:]
-    joined = " ".join(words)
-    return str(NUMBER_WORDS.index(joined)) if joined in NUMBER_WORDS else joined
-
-
-def answer_correct(sample: Sample, predicted: str | None) -> bool:
-    """Whether a predicted answer (X of "So, the answer is X") is right for a ShapesWorld sample.
-
-    Multiple choice: the choice's letter ("B", "(B)"), its text, or both ("B. red"). Open: any gold
-    answer after :func:`normalize_answer` ("2" = "two").
-    """
-    if predicted is None:
-        return False
-    guess = normalize_answer(predicted)
-    golds = {normalize_answer(a) for a in sample.answers}
-    if sample.choices is not None and sample.correct_choice_idx is not None:
-        letter = "abcdefghij"[sample.correct_choice_idx]
-        gold = normalize_answer(sample.choices[sample.correct_choice_idx])
-        return guess in {letter, gold, f"{letter} {gold}"}
-    return guess in golds
-
-
 # --------------------------------------------------------------------------- shipped checkpoints
 def _shipped(name: str) -> Path:
     from importlib import resources

@@ -152,6 +152,7 @@ def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calib
                       num_generations=config.rl_generations,
                       per_device_train_batch_size=config.rl_batch,
                       learning_rate=config.rl_lr, kl_beta=config.rl_kl_beta,
+                      temperature=config.rl_temperature,
                       max_steps=config.rl_steps, max_completion_length=config.max_new_tokens,
                       use_lora=False, seed=config.seed, use_cpu=True, bf16=False,
                       internal_batch_size=config.batch_size)

@@ -185,19 +185,6 @@ def parse_responses(responses: Sequence[Response], parse: ParseMode = "auto") ->
     return out
 
 
-def read_predictions(path: str | Path) -> list[Response]:
-    """A responses JSONL file (one ``Response`` per line)."""
-    from mmboundary.data.io import read_jsonl
-
-    out = []
-    for i, record in enumerate(read_jsonl(path), start=1):
-        try:
-            out.append(Response.model_validate(record))
-        except ValueError as err:
-            raise ValueError(f"{path}: line {i} is not a Response: {err}") from err
-    return out
-
-
 # --- per sample ---------------------------------------------------------------------------------
 
 def _answer_step(response: Response) -> tuple[int | None, str | None]:

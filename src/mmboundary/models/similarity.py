@@ -57,7 +57,11 @@ class BiEncoderSimilarity:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit-norm embeddings ``[len(texts), dim]`` (float32), cached per text."""
+        """Unit-norm embeddings ``[len(texts), dim]`` (float32), cached per text (LRU)."""
+        if not texts:
+            getter = getattr(self.model, "get_embedding_dimension", None) or getattr(
+                self.model, "get_sentence_embedding_dimension")
+            return np.zeros((0, getter() or 0), dtype=np.float32)
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             vectors = self.model.encode(missing, batch_size=self.batch_size,
@@ -65,13 +69,12 @@ class BiEncoderSimilarity:
                                         show_progress_bar=False)
             for text, vec in zip(missing, vectors, strict=True):
                 self._cache[text] = vec.astype(np.float32)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        dim = getter() or 0
-        if not texts:
-            return np.zeros((0, dim), dtype=np.float32)
-        return np.stack([self._cache[t] for t in texts])
+        for text in texts:  # mark as recently used before evicting the oldest
+            self._cache.move_to_end(text)
+        result = np.stack([self._cache[t] for t in texts])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return result
 
     def pairwise(self, a: list[str], b: list[str]) -> np.ndarray:
         if not a or not b:

@@ -10,7 +10,8 @@ Per completion with steps t = 1..T (one sentence each, ``parse_steps``):
   or by the policy being trained (the paper's figure);
 - ans: 1 if the final answer ("So, the answer is X") is correct, else 0.
 
-The per-step values are computed ONCE per completion by a :class:`StepAnalyzer` and shared by the
+The per-step values are computed ONCE per completion by a ``training.step_analysis.StepAnalyzer``
+and shared by the
 three reward functions, which have TRL's reward shape ``(completions, **columns) -> list[float]``
 (bind the analyzer with ``functools.partial``; TRL names the reward after the wrapped function).
 Malformed text never raises: an empty completion, a completion without an answer step or without
@@ -23,34 +24,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmboundary.data.schema import Sample, Step, extract_answer
-from mmboundary.text.matching import step_is_correct
-
-#: e_t of a step that carries no confidence statement (METHOD.md section 6).
-MISSING_STATEMENT_CONFIDENCE = 0.5
-
-
-class Similarity(Protocol):
-    """``pairwise(a, b) -> [len(a), len(b)]`` similarities in [0, 1] (models.similarity)."""
-
-    def pairwise(self, a: list[str], b: list[str]) -> np.ndarray: ...
-
-
-class InternalConfidence(Protocol):
-    """Scores i_t for every step of a batch of completions (one batched model pass).
-
-    Called with the samples, their images (PIL or None), the completion texts and the parsed
-    steps; returns one list of confidences in [0, 1] per completion, one value per step.
-    """
-
-    def __call__(self, samples: Sequence[Sample], images: Sequence[Any], texts: Sequence[str],
-                 steps: Sequence[Sequence[Step]]) -> list[list[float]]: ...
-
+if TYPE_CHECKING:
+    from mmboundary.training.step_analysis import StepAnalyzer
 
 # ---------------------------------------------------------------------------------------------
 # The math: pure functions, numbers in, numbers out.
@@ -109,242 +88,6 @@ def format_score(has_statement: Sequence[bool], has_answer: bool) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-completion analysis, computed once and shared.
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class StepAnalysis:
-    """Everything the rewards need about one completion (``None`` = unknown, see module doc)."""
-
-    sample_id: str
-    steps: list[Step]
-    expressed: list[float]
-    has_statement: list[bool]
-    step_correct: list[float] | None
-    internal: list[float] | None
-    answer: str | None
-    answer_correct: float | None
-    format: float
-    problems: list[str] = field(default_factory=list)
-
-
-def completion_text(completion: Any) -> str:
-    """The text of a TRL completion: a string, or ``[{"role": "assistant", "content": ...}]``."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        content = completion[-1].get("content", "")
-        if isinstance(content, list):  # content parts: keep the text ones
-            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        return str(content or "")
-    return ""
-
-
-class StepAnalyzer:
-    """Parses each completion once and computes e_t, a_t, i_t, ans and the format score.
-
-    Results are cached by (training step, sample id, completion text), so the three reward
-    functions of one GRPO step share one parse, one similarity call and one internal-confidence
-    pass. Entries of earlier training steps are dropped (with ``internal_from="policy"`` the same
-    text scores differently once the policy has moved).
-
-    Args:
-        parse: text -> steps with ``statement`` / ``content_end`` / ``expressed_confidence`` set
-            (default: ``text.statements.parse_steps`` with the shipped statement bank).
-        similarity: g for step correctness and open answers (default: ``default_similarity()``).
-        tau: step-correctness threshold on g (default ``text.matching.DEFAULT_STEP_TAU``,
-            the threshold evaluation uses).
-        answer_tau: open-answer threshold (default ``DEFAULT_ANSWER_TAU``).
-        internal: scorer of i_t; ``None`` when R_CS is off (then ``internal`` stays ``None``).
-        cache_size: most analyses kept.
-    """
-
-    def __init__(self, *, parse: Callable[[str], list[Step]] | None = None,
-                 similarity: Similarity | None = None, tau: float | None = None,
-                 answer_tau: float | None = None, internal: InternalConfidence | None = None,
-                 cache_size: int = 4096) -> None:
-        from mmboundary.text.matching import DEFAULT_ANSWER_TAU, DEFAULT_STEP_TAU
-
-        tau = DEFAULT_STEP_TAU if tau is None else tau
-        answer_tau = DEFAULT_ANSWER_TAU if answer_tau is None else answer_tau
-        for name, value in (("tau", tau), ("answer_tau", answer_tau)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"StepAnalyzer: {name} must be in [0, 1], got {value}")
-        self._parse = parse
-        self._similarity = similarity
-        self.tau = tau
-        self.answer_tau = answer_tau
-        self.internal = internal
-        self.cache_size = cache_size
-        self.parse_calls = 0
-        self._cache: dict[tuple[Any, str, str], StepAnalysis] = {}
-        self._step: Any = None
-        self._logged: tuple | None = None
-
-    @property
-    def similarity(self) -> Similarity:
-        if self._similarity is None:
-            from mmboundary.models.similarity import default_similarity
-
-            self._similarity = default_similarity()
-        return self._similarity
-
-    def parse(self, text: str) -> list[Step]:
-        self.parse_calls += 1
-        if self._parse is None:
-            from mmboundary.text.statements import parse_steps
-
-            self._parse = parse_steps
-        return self._parse(text)
-
-    def analyze(self, completions: Sequence[Any], sample: Sequence[Any], *,
-                image: Sequence[Any] | None = None, trainer_state: Any = None,
-                log_extra: Callable[[str, list], None] | None = None,
-                log_metric: Callable[[str, float], None] | None = None) -> list[StepAnalysis]:
-        """Analyses for a batch; ``sample`` = the dataset's ``sample`` column (JSON or Sample)."""
-        samples = [s if isinstance(s, Sample) else Sample.model_validate_json(s) for s in sample]
-        texts = [completion_text(c) for c in completions]
-        step = getattr(trainer_state, "global_step", None)
-        if step != self._step:
-            self._cache.clear()
-            self._step = step
-        keys = [(step, s.id, t) for s, t in zip(samples, texts, strict=True)]
-        todo = list(dict.fromkeys(k for k in keys if k not in self._cache))
-        if todo:
-            where = {k: keys.index(k) for k in todo}
-            images = list(image) if image is not None else [None] * len(keys)
-            fresh = self._compute([samples[where[k]] for k in todo], [images[where[k]] for k in todo],
-                                  [k[2] for k in todo])
-            if len(self._cache) + len(fresh) > self.cache_size:
-                self._cache.clear()
-            self._cache.update(zip(todo, fresh, strict=True))
-        results = [self._cache[k] for k in keys]
-        if tuple(keys) != self._logged:  # log each batch once, whichever reward asks first
-            self._logged = tuple(keys)
-            _log_analyses(results, log_extra, log_metric)
-        return results
-
-    def _compute(self, samples: list[Sample], images: list[Any],
-                 texts: list[str]) -> list[StepAnalysis]:
-        analyses = [self._parse_one(s, t) for s, t in zip(samples, texts, strict=True)]
-        self._fill_step_correctness(analyses, samples)
-        if self.internal is not None:
-            with_steps = [i for i, a in enumerate(analyses) if a.steps]
-            if with_steps:
-                scores = self.internal([samples[i] for i in with_steps],
-                                       [images[i] for i in with_steps],
-                                       [texts[i] for i in with_steps],
-                                       [analyses[i].steps for i in with_steps])
-                for i, values in zip(with_steps, scores, strict=True):
-                    analyses[i].internal = _checked_internal(values, analyses[i])
-            for a in analyses:
-                if not a.steps:
-                    a.internal = []
-        return analyses
-
-    def _parse_one(self, sample: Sample, text: str) -> StepAnalysis:
-        problems: list[str] = []
-        try:
-            steps = self.parse(text) if text.strip() else []
-        except Exception as err:  # a parser failure on odd text scores low, never stops training
-            steps = []
-            problems.append(f"unparseable: {type(err).__name__}: {err}")
-        if not text.strip():
-            problems.append("empty completion")
-        has = [s.expressed_confidence is not None for s in steps]
-        expressed = [MISSING_STATEMENT_CONFIDENCE if s.expressed_confidence is None
-                     else float(s.expressed_confidence) for s in steps]
-        if steps and not all(has):
-            problems.append(f"no confidence statement in {has.count(False)}/{len(steps)} steps")
-        answer = extract_answer(steps[-1].content) if steps else None
-        answer_correct: float | None = 0.0
-        if answer is None:
-            if steps:
-                problems.append("no answer step")
-        else:
-            answer_correct = self.answer_correctness(sample, answer, problems)
-        return StepAnalysis(sample_id=sample.id, steps=steps, expressed=expressed,
-                            has_statement=has, step_correct=None, internal=None, answer=answer,
-                            answer_correct=answer_correct,
-                            format=format_score(has, answer is not None), problems=problems)
-
-    def answer_correctness(self, sample: Sample, answer: str, problems: list[str]) -> float | None:
-        """ans from ``text.matching.judge_answer`` (the definition evaluation uses);
-        ``None`` (and a logged problem) when the sample has no gold answer."""
-        from mmboundary.text.matching import judge_answer
-
-        if sample.gold_answer is None and not sample.direct_answers:
-            problems.append(f"sample {sample.id}: no gold answer, correctness unknown")
-            return None
-        return judge_answer(sample, answer, self.similarity, answer_tau=self.answer_tau).score
-
-    def _fill_step_correctness(self, analyses: list[StepAnalysis], samples: list[Sample]) -> None:
-        """a_t for every step of the batch from ONE pairwise similarity call."""
-        contents = sorted({s.content.strip() for a in analyses for s in a.steps})
-        refs = sorted({r for s in samples if s.reference for r in s.reference.steps})
-        sim = self.similarity.pairwise(contents, refs) if contents and refs else None
-        row = {c: i for i, c in enumerate(contents)}
-        col = {r: j for j, r in enumerate(refs)}
-        for a, sample in zip(analyses, samples, strict=True):
-            ref_steps = sample.reference.steps if sample.reference else []
-            if not ref_steps:
-                a.problems.append(f"sample {sample.id}: no reference chain, step correctness unknown")
-                continue
-            if sim is None:
-                a.step_correct = []
-                continue
-            cols = [col[r] for r in ref_steps]
-            a.step_correct = [float(step_is_correct(s.content.strip(), ref_steps,
-                                                    sim[row[s.content.strip()], cols], self.tau,
-                                                    sample.step_match)) for s in a.steps]
-            # the answer step is judged by its answer, as evaluation does (a wrong number in
-            # "So, the answer is 3." is still 0.55+ similar to the right one)
-            if a.answer is not None and a.answer_correct is not None and a.steps:
-                a.step_correct[-1] = float(a.answer_correct >= 0.5)
-
-
-def _checked_internal(values: Sequence[float], analysis: StepAnalysis) -> list[float]:
-    values = [float(v) for v in values]
-    if len(values) != len(analysis.steps):
-        raise ValueError(f"internal confidence scorer returned {len(values)} values for sample "
-                         f"{analysis.sample_id}, expected one per step ({len(analysis.steps)})")
-    unknown = sum(not math.isfinite(v) for v in values)
-    if unknown:
-        analysis.problems.append(f"no internal confidence for {unknown}/{len(values)} steps")
-    return values
-
-
-def _mean(values: Sequence[float | None]) -> float:
-    known = [v for v in values if v is not None]
-    return float(np.mean(known)) if known else float("nan")
-
-
-def _log_analyses(results: list[StepAnalysis], log_extra: Callable | None,
-                  log_metric: Callable | None) -> None:
-    if log_extra is not None:
-        log_extra("mmb/steps", [len(a.steps) for a in results])
-        log_extra("mmb/answer", [a.answer for a in results])
-        log_extra("mmb/format", [a.format for a in results])
-        log_extra("mmb/problems", ["; ".join(a.problems) for a in results])
-    if log_metric is None:
-        return
-    metrics = {
-        "mmb/format_score": _mean([a.format for a in results]),
-        "mmb/answer_accuracy": _mean([a.answer_correct for a in results]),
-        "mmb/step_accuracy": _mean([_mean(a.step_correct) if a.step_correct else None
-                                    for a in results]),
-        "mmb/mean_expressed": _mean([_mean(a.expressed) if a.expressed else None
-                                     for a in results]),
-        "mmb/mean_internal": _mean([float(np.nanmean(a.internal)) if a.internal
-                                    and np.isfinite(a.internal).any() else None for a in results]),
-        "mmb/statement_rate": _mean([_mean(a.has_statement) if a.steps else 0.0
-                                     for a in results]),
-    }
-    for name, value in metrics.items():
-        if math.isfinite(value):  # unknown (e.g. no references) is left out, not logged as nan
-            log_metric(name, value)
-
-
-# ---------------------------------------------------------------------------------------------
 # The reward functions, in TRL's shape. Bind the analyzer: partial(fn, analyzer=analyzer).
 # ---------------------------------------------------------------------------------------------
 def knowledge_accuracy_reward(completions: list, sample: list, *, analyzer: StepAnalyzer,
@@ -366,6 +109,7 @@ def knowledge_accuracy_reward(completions: list, sample: list, *, analyzer: Step
 
     Example:
     >>> from mmboundary.data.schema import ReferenceChain, Sample
+    >>> from mmboundary.training.step_analysis import StepAnalyzer
     >>> class Same:  # 1 for the same sentence (final dot ignored): a stand-in for MiniLM
     ...     def pairwise(self, a, b):
     ...         return np.array([[float(x.strip(".") == y.strip(".")) for y in b] for x in a])
@@ -399,6 +143,7 @@ def expected_calibration_reward(completions: list, sample: list, *, analyzer: St
 
     Example (``Same``, ``s``, ``good``, ``bad`` as in :func:`knowledge_accuracy_reward`):
     >>> from mmboundary.data.schema import ReferenceChain, Sample
+    >>> from mmboundary.training.step_analysis import StepAnalyzer
     >>> class Same:
     ...     def pairwise(self, a, b):
     ...         return np.array([[float(x.strip(".") == y.strip(".")) for y in b] for x in a])
@@ -432,6 +177,7 @@ def confidence_self_calibration_reward(completions: list, sample: list, *,
 
     Example with a scorer that finds every step 0.7 sure:
     >>> from mmboundary.data.schema import Sample
+    >>> from mmboundary.training.step_analysis import StepAnalyzer
     >>> s = Sample(id="s1", dataset="toy", question="How many circles?")
     >>> flat = lambda samples, images, texts, steps: [[0.7] * len(st) for st in steps]
     >>> text = "There are two circles, with total certainty. So, the answer is 2."
@@ -460,6 +206,7 @@ def format_reward(completions: list, sample: list, *, analyzer: StepAnalyzer,
     statement. Useful for RL from the vanilla model (DRL), which rarely writes statements.
 
     >>> from mmboundary.data.schema import Sample
+    >>> from mmboundary.training.step_analysis import StepAnalyzer
     >>> s = Sample(id="s1", dataset="toy", question="How many circles?").model_dump_json()
     >>> format_reward(["There are two circles, with total certainty. So, the answer is 2.", ""],
     ...               [s, s], analyzer=StepAnalyzer(similarity=None))

@@ -27,6 +27,7 @@ import numpy as np
 from mmboundary.data.io import read_jsonl, write_json_atomic
 from mmboundary.data.schema import Sample, Step
 from mmboundary.training import rewards as R
+from mmboundary.training.step_analysis import StepAnalyzer
 from mmboundary.training.rl_config import RLConfig
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def build_rl_dataset(samples: Sequence[Sample], images_dir: str | None,
 # Internal confidence i_t: a model's teacher-forced pass + estimators + fitted calibrator
 # ---------------------------------------------------------------------------------------------
 class ModelInternalConfidence:
-    """i_t for every step of a batch of completions (implements ``rewards.InternalConfidence``).
+    """i_t for every step of a batch of completions (implements ``step_analysis.InternalConfidence``).
 
     ``confidence.pipeline.estimate_batch`` (ONE teacher-forced pass of ``vlm`` over prompt +
     completion per batch, the calibrator's estimators on each step's content tokens), then the
@@ -190,7 +191,7 @@ def _device() -> str:
 # Rewards as TRL sees them, and the reward log
 # ---------------------------------------------------------------------------------------------
 def build_reward_functions(config: RLConfig,
-                           analyzer: R.StepAnalyzer) -> tuple[list[Any], list[float]]:
+                           analyzer: StepAnalyzer) -> tuple[list[Any], list[float]]:
     """Reward callables + weights for TRL. R_KA, R_EC and the format score are always computed
     (cheap, shared analysis; logged even at weight 0 so ablations stay comparable); R_CS whenever
     an internal-confidence scorer exists. TRL logs each as ``rewards/<function name>/mean|std``."""
@@ -313,7 +314,7 @@ def train_rl(config: RLConfig) -> Path:
     policy = VLM.from_pretrained(config.model, device="cpu", dtype=dtype)
     similarity = load_similarity(config.similarity)
     parser = StatementParser(similarity=similarity)
-    analyzer = R.StepAnalyzer(parse=parser.parse, similarity=similarity, tau=config.step_tau,
+    analyzer = StepAnalyzer(parse=parser.parse, similarity=similarity, tau=config.step_tau,
                               answer_tau=config.answer_tau,
                               internal=_build_internal(config, policy, similarity, parser))
     funcs, weights = build_reward_functions(config, analyzer)

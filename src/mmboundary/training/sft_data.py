@@ -191,20 +191,6 @@ def to_prompt_completion(example: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
-def read_estimates(path: str | Path) -> list[Response]:
-    """Every line of an estimate output file as a ``Response`` (error lines are kept; their
-    ``meta["error"]`` makes ``build_sft_records`` skip them)."""
-    from mmboundary.data.io import read_jsonl
-
-    out = []
-    for i, record in enumerate(read_jsonl(path), start=1):
-        try:
-            out.append(Response.model_validate(record))
-        except ValueError as err:
-            raise ValueError(f"{path}: line {i} is not a Response: {err}") from err
-    return out
-
-
 def build_sft(estimates: str | Path, data: str | Path, out_dir: str | Path, *,
               images_dir: str | Path | None = None, mode: Mode = "statement", seed: int = 0,
               bank: StatementBank | None = None, instruction: str | None = None
@@ -213,6 +199,7 @@ def build_sft(estimates: str | Path, data: str | Path, out_dir: str | Path, *,
 
     ``images_dir`` defaults to the data file's folder (relative ``image`` paths resolve there).
     """
+    from mmboundary.data.io import read_responses
     from mmboundary.data.loaders import load_annotated
 
     data = Path(data)
@@ -221,7 +208,7 @@ def build_sft(estimates: str | Path, data: str | Path, out_dir: str | Path, *,
     if not loaded.samples:
         raise ValueError(f"{data}: no samples loaded ({len(loaded.problems)} problems, first: "
                          f"{loaded.problems[:1]})")
-    records, summary = build_sft_records(read_estimates(estimates), loaded.samples,
+    records, summary = build_sft_records(read_responses(estimates), loaded.samples,
                                          images_dir=images_dir, mode=mode, seed=seed, bank=bank,
                                          instruction=instruction)
     return save_sft_dataset(records, summary, out_dir), summary, records

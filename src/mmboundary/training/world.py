@@ -1,5 +1,5 @@
-"""Pretrain the ShapesWorld models: a small LLaVA-style VLM that writes reference chains, and a
-small CLIP whose image-text cosine carries signal (for U_CLIPS).
+"""Pretrain the ShapesWorld VLM: a small LLaVA-style model that writes reference chains (the world
+CLIP, whose image-text cosine carries signal for U_CLIPS, is in ``training.world_clip``).
 
 The VLM sees exactly the prompt the pipeline uses (``question_prompt(sample)`` in the model's chat
 template, image first) and is trained with cross-entropy on the assistant turn only: the whole
@@ -11,25 +11,23 @@ Training samples stream from the ShapesWorld train split (a fresh batch every st
 so the only knob for "how well it knows the world" is the number of steps (ours: stop while it
 still errs, so step-level confidence has something to calibrate).
 
-The CLIP is trained with the symmetric InfoNCE loss of Radford et al. (2021) on (image, one
-image-level fact about one of its objects) pairs:
-
-    L = (CE(s * I T^T, diag) + CE(s * T I^T, diag)) / 2,   I, T = unit-norm embeddings, s = exp(tau).
 """
 
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmboundary.data.schema import Sample
-from mmboundary.data.shapes import WorldConfig, describe, make_sample, make_samples, render, where
+from mmboundary.data.shapes import WorldConfig, make_sample, make_samples, render
+
+if TYPE_CHECKING:
+    from mmboundary.training.world_clip import ClipPretrainConfig
 
 Progress = Callable[[int, dict[str, float]], None]
 
@@ -84,7 +82,8 @@ class PretrainConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
 
 
-def _set_threads(threads: int) -> None:
+def set_threads(threads: int) -> None:
+    """``torch.set_num_threads(threads)`` when ``threads > 0``."""
     import torch
 
     if threads > 0:
@@ -205,9 +204,9 @@ def init_vision_from_clip(model: Any, clip_path: str | Path) -> None:
                          f"tower (vision_hidden_size, vision_layers, patch_size): {err}") from err
 
 
-def _train(model: Any, processor: Any, out: Path, cfg: PretrainConfig | ClipPretrainConfig,
-           step_loss: Callable[[int], Any], progress: Progress | None,
-           save_every: int = 0) -> dict[str, Any]:
+def train_loop(model: Any, processor: Any, out: Path, cfg: PretrainConfig | ClipPretrainConfig,
+               step_loss: Callable[[int], Any], progress: Progress | None,
+               save_every: int = 0) -> dict[str, Any]:
     """AdamW + warm-up/linear decay + grad-norm clip 1.0 over ``step_loss(step)``; saves to
     ``out`` (and ``out/step-N`` every ``save_every`` steps); returns the training log."""
     import torch
@@ -254,7 +253,7 @@ def pretrain_world_vlm(out_dir: str | Path, cfg: PretrainConfig | None = None,
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     cfg = cfg or PretrainConfig()
-    _set_threads(cfg.threads)
+    set_threads(cfg.threads)
     if cfg.init_from is not None:
         out = Path(out_dir)
         shutil.copytree(cfg.init_from, out, dirs_exist_ok=True,
@@ -271,7 +270,7 @@ def pretrain_world_vlm(out_dir: str | Path, cfg: PretrainConfig | None = None,
                    for j in range(cfg.batch_size)]
         return response_loss(model, collate(processor, samples))
 
-    return _train(model, processor, out, cfg, step_loss, progress, cfg.save_every)
+    return train_loop(model, processor, out, cfg, step_loss, progress, cfg.save_every)
 
 
 # -------------------------------------------------------------------------------- evaluation
@@ -288,13 +287,15 @@ def evaluate_world_vlm(model_path: str | Path, samples: list[Sample], batch_size
                        max_new_tokens: int = 96, threads: int = 2) -> dict[str, Any]:
     """Greedy answer accuracy of a world VLM through ``VLM.generate`` (the pipeline's path).
 
-    Accuracy = mean over samples of ``answer_correct(sample, final_answer(response))``; also per
-    question kind and per format (mc / open). Returns the rates and the per-sample records.
+    Accuracy = mean over samples of ``judge_answer(sample, final_answer(response), None)`` (the
+    samples' ``answer_mode``: "choice" or "exact"); also per question kind and per format (mc /
+    open). Returns the rates and the per-sample records.
     """
-    from mmboundary.data.shapes import answer_correct, load_image
+    from mmboundary.data.shapes import load_image
     from mmboundary.models.vlm import VLM
+    from mmboundary.text.matching import judge_answer
 
-    _set_threads(threads)
+    set_threads(threads)
     vlm = VLM.from_pretrained(model_path, device="cpu", dtype="float32")
     generations = vlm.generate([vlm.prompt_text(s) for s in samples],
                                [load_image(s) for s in samples], max_new_tokens=max_new_tokens,
@@ -304,7 +305,7 @@ def evaluate_world_vlm(model_path: str | Path, samples: list[Sample], batch_size
         answer = final_answer(gen.text)
         records.append({"id": sample.id, "kind": sample.meta.get("kind"),
                         "format": sample.meta.get("format"), "answer": answer,
-                        "gold": sample.gold_answer, "correct": answer_correct(sample, answer),
+                        "gold": sample.gold_answer, "correct": judge_answer(sample, answer, None).score == 1.0,
                         "text": gen.text})
     return {"accuracy": _rate(records), "n": len(records),
             "by_kind": _grouped(records, "kind"), "by_format": _grouped(records, "format"),
@@ -320,107 +321,3 @@ def _grouped(records: list[dict[str, Any]], key: str) -> dict[str, float]:
     for record in records:
         groups.setdefault(str(record[key]), []).append(record)
     return {k: _rate(v) for k, v in sorted(groups.items())}
-
-
-# ---------------------------------------------------------------------------------- world CLIP
-@dataclass(frozen=True)
-class ClipPretrainConfig:
-    """Contrastive pretraining of the world CLIP (defaults: ours; ``make_tiny("clip")`` sizes)."""
-
-    steps: int = 400
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
-    seed: int = 0
-    world_seed: int = 0
-    threads: int = 1
-    corpus_samples: int = 2000
-    hidden_size: int = 64
-    num_layers: int = 2
-    vision_hidden_size: int = 64
-    patch_size: int = 8
-    vocab_size: int = 768
-    world: WorldConfig = field(default_factory=WorldConfig)
-
-
-def clip_pair(sample: Sample, rng: random.Random) -> tuple[Any, str]:
-    """(image, the image-level fact about one of its objects, chosen by ``rng``)."""
-    obj = rng.choice(sample.meta["scene"])
-    return render(sample), describe(obj, sample.meta["render"]["size"])
-
-
-def false_fact(sample: Sample, rng: random.Random) -> str:
-    """An image-level fact that is false for the sample's scene (no object has that colour,
-    shape and location phrase), drawn by ``rng``."""
-    from mmboundary.data.shapes import COLORS, SHAPES
-
-    size = sample.meta["render"]["size"]
-    true = {describe(o, size) for o in sample.meta["scene"]}
-    phrases = sorted({where({"x": x, "y": y}, size) for x in (0, size // 2, size - 1)
-                      for y in (0, size // 2, size - 1)})
-    while True:
-        text = f"There is a {rng.choice(list(COLORS))} {rng.choice(SHAPES)} {rng.choice(phrases)}."
-        if text not in true:
-            return text
-
-
-def pretrain_world_clip(out_dir: str | Path, cfg: ClipPretrainConfig | None = None,
-                        progress: Progress | None = None) -> dict[str, Any]:
-    """Build ``make_tiny("clip")`` with the world tokenizer, train it with symmetric InfoNCE on
-    (image, fact) pairs from the train split, save it (fp32); return the training log."""
-    import torch
-    from transformers import CLIPModel, CLIPProcessor
-
-    from mmboundary.models.tiny import make_tiny
-
-    cfg = cfg or ClipPretrainConfig()
-    _set_threads(cfg.threads)
-    corpus = world_corpus(cfg.corpus_samples, cfg.world_seed, cfg.world)
-    out = make_tiny("clip", out_dir, seed=cfg.seed, corpus=corpus, vocab_size=cfg.vocab_size,
-                    hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                    vision_hidden_size=cfg.vision_hidden_size, patch_size=cfg.patch_size,
-                    image_size=cfg.world.image_size, intermediate_size=2 * cfg.hidden_size)
-    processor = CLIPProcessor.from_pretrained(out)
-    model = CLIPModel.from_pretrained(out, dtype=torch.float32)
-    rng = random.Random(f"clip/{cfg.seed}")
-
-    def step_loss(step: int) -> Any:
-        samples = make_samples(cfg.batch_size, cfg.world_seed, "train", cfg.world,
-                               start=step * cfg.batch_size)
-        images, texts = zip(*(clip_pair(s, rng) for s in samples), strict=True)
-        batch = processor(images=list(images), text=list(texts), return_tensors="pt",
-                          padding=True)
-        return model(**batch, return_loss=True).loss
-
-    return _train(model, processor, Path(out), cfg, step_loss, progress)
-
-
-def evaluate_world_clip(model_path: str | Path, samples: list[Sample], seed: int = 0
-                        ) -> dict[str, float]:
-    """Signal of the CLIP cosine on held-out samples: one true fact and one false fact per image.
-
-    ``auroc`` = AUROC of cos(image, fact) for true vs false facts; ``pair_accuracy`` = share of
-    images whose true fact scores above their false fact; mean cosines of each group.
-    """
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    from mmboundary.models.clip import ClipScorer
-
-    scorer = ClipScorer.from_pretrained(model_path, device="cpu")
-    rng = random.Random(f"clip-eval/{seed}")
-    images, true_texts, false_texts = [], [], []
-    for sample in samples:
-        image, text = clip_pair(sample, rng)
-        images.append(image)
-        true_texts.append(text)
-        false_texts.append(false_fact(sample, rng))
-    keys = [s.id for s in samples]
-    pos = scorer.cosine(images, true_texts, keys=keys)
-    neg = scorer.cosine(images, false_texts, keys=keys)
-    labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    return {"auroc": round(float(roc_auc_score(labels, np.r_[pos, neg])), 4),
-            "pair_accuracy": round(float(np.mean(pos > neg)), 4),
-            "mean_cos_true": round(float(pos.mean()), 4),
-            "mean_cos_false": round(float(neg.mean()), 4), "n": len(samples)}
