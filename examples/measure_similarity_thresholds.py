@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mmboundary.text.matching import normalize_vqa_answer
 from mmboundary.models.similarity import default_similarity
+from mmboundary.text.matching import normalize_vqa_answer
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmboundary" / "aokvqa_val_mmb.json"
 

@@ -28,7 +28,7 @@ from mmboundary.annotate.client import (
 from mmboundary.annotate.prompts import (
     ChainParseError,
     answer_agrees,
-    normalize_answer,
+    answer_key,
     parse_chain_reply,
 )
 from mmboundary.annotate.records import AnnotateConfig, AnnotationItem, annotation_of
@@ -107,7 +107,10 @@ def test_parse_chain_reply_is_tolerant() -> None:
 
 
 def test_answer_normalisation() -> None:
-    assert normalize_answer("The 'Thirty'.") == "30" == normalize_answer("30th")
+    assert answer_key("The 'Thirty'.") == "30" == answer_key("30th")
+    assert answer_key("The Two Dogs!") == "2 dogs"  # text.matching.normalize_vqa_answer
+    assert answer_agrees("twenty-first", ["21st"]) is False  # no compound number words
+    assert answer_agrees("the twentieth", ["20th"]) is False and answer_agrees("twenty", ["20th"])
     assert answer_agrees("two", ["2"]) and answer_agrees("A red car", ["red car"])
     assert not answer_agrees("blue", ["green", "teal"])
 

@@ -164,31 +164,35 @@ def parse_chain_reply(reply: str) -> ReferenceChain:
         f"got {reply.strip()[:160]!r}")
 
 
-_ARTICLES = {"a", "an", "the"}
-_NUMBER_WORDS = {
+# Annotate's pre-step before the shared VQA normalisation (text.matching.normalize_vqa_answer):
+# annotator replies quote answers anywhere ("The 'Thirty'."), write ordinals ("30th") and number
+# words above ten, which the VQA normaliser (quotes stripped only at the ends, zero..ten only)
+# leaves as they are.
+_QUOTES = re.compile("[\"\u201c\u201d]|(?<!\\w)['`\u2018\u2019]|['`\u2018\u2019](?!\\w)")
+_ORDINAL = re.compile(r"\b(\d+)(?:st|nd|rd|th)\b", re.IGNORECASE)
+_BIG_NUMBERS = {
     word: str(i) for i, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split())
+        "eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split(),
+        start=11)
 } | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
-     "eighty": "80", "ninety": "90", "hundred": "100", "none": "0"}
+     "eighty": "80", "ninety": "90", "hundred": "100"}
+_BIG_NUMBER = re.compile(r"\b(" + "|".join(_BIG_NUMBERS) + r")\b", re.IGNORECASE)
 
 
-def normalize_answer(answer: str) -> str:
-    """VQA-style normalisation: lowercase, punctuation and quotes dropped, articles dropped, number
-    words as digits, ordinals reduced ("30th" -> "30"), whitespace collapsed.
+def answer_key(answer: str) -> str:
+    """The form compared by :func:`answer_agrees`: ``normalize_vqa_answer`` (lowercase,
+    punctuation and articles dropped, zero..ten as digits) after annotate's pre-step (quotes
+    dropped anywhere but inside a word, "30th" -> "30", eleven..twenty and the tens -> digits).
 
-    >>> normalize_answer("The 'Thirty'.") == normalize_answer("30th")
+    >>> answer_key("The 'Thirty'.") == answer_key("30th") == "30"
     True
     """
-    text = re.sub(r"[^\w\s]", " ", answer.lower())
-    words = []
-    for word in text.split():
-        if word in _ARTICLES:
-            continue
-        word = _NUMBER_WORDS.get(word, word)
-        word = re.sub(r"^(\d+)(st|nd|rd|th)$", r"\1", word)
-        words.append(word)
-    return " ".join(words)
+    from mmboundary.text.matching import normalize_vqa_answer
+
+    text = _QUOTES.sub(" ", answer)
+    text = _ORDINAL.sub(r"\1", text)
+    text = _BIG_NUMBER.sub(lambda m: _BIG_NUMBERS[m.group(1).lower()], text)
+    return normalize_vqa_answer(text)
 
 
 def chain_answer(chain: ReferenceChain) -> str | None:
@@ -198,6 +202,6 @@ def chain_answer(chain: ReferenceChain) -> str | None:
 
 
 def answer_agrees(stated: str, golds: list[str]) -> bool:
-    """True when the normalised stated answer equals a normalised gold answer."""
-    normal = normalize_answer(stated)
-    return any(normal == normalize_answer(gold) for gold in golds)
+    """True when the stated answer equals a gold answer after :func:`answer_key` on both."""
+    key = answer_key(stated)
+    return any(key == answer_key(gold) for gold in golds)

@@ -14,6 +14,15 @@ from typing import Any
 
 import typer
 
+from mmboundary.cli.common import (
+    DATA_HELP,
+    DATASET_HELP,
+    DEVICE_HELP,
+    DTYPE_HELP,
+    IMAGES_HELP,
+    load_samples,
+)
+
 ESTIMATORS_HELP = "Comma-separated estimators: lnlp, mte, tokensar, clips (default: all four)."
 FUSION_HELP = "Fusion of the normalised estimators: mean (weighted mean, paper) or max ('w U_Max')."
 
@@ -38,20 +47,6 @@ def _template(estimators: tuple[str, ...], fusion: str, normalizer: str) -> Any:
                                     fusion=Fusion(method=fusion))
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-
-
-def _load_samples(data: Path, dataset: str | None, images: Path | None) -> list[Any]:
-    if dataset == "shapes":
-        from mmboundary.data.shapes import read_split
-
-        return read_split(data)
-    from mmboundary.data.loaders import load_annotated
-
-    result = load_annotated(data, dataset=dataset, images_dir=images)
-    if result.errors:
-        typer.echo(f"{data}: {len(result.errors)} record(s) could not be loaded; first: "
-                   f"{result.errors[0]}", err=True)
-    return result.samples
 
 
 def _load_responses(path: Path, rescore: bool) -> dict[str, Any]:
@@ -94,11 +89,10 @@ def _print_summary(summary: Any) -> None:
 def estimate_callback(
     ctx: typer.Context,
     model: Path = typer.Option(None, "--model", help="Saved VLM folder (VLM.from_pretrained)."),
-    data: Path = typer.Option(None, "--data", help="Annotated samples file (.json / .jsonl)."),
+    data: Path = typer.Option(None, "--data", help=DATA_HELP),
     out: Path = typer.Option(None, "--out", help="Output JSONL (appended, resumable)."),
-    dataset: str | None = typer.Option(None, "--dataset", help="Format of --data: aokvqa, "
-                                       "culturalvqa, scienceqa, sample or shapes; default: detect."),
-    images: Path | None = typer.Option(None, "--images", help="Folder holding the images."),
+    dataset: str | None = typer.Option(None, "--dataset", help=DATASET_HELP),
+    images: Path | None = typer.Option(None, "--images", help=IMAGES_HELP),
     responses: Path | None = typer.Option(
         None, "--responses", help="JSONL of {sample_id, text} to score instead of generating "
         "(a `mmboundary generate` output: its token statistics are reused)."),
@@ -127,8 +121,8 @@ def estimate_callback(
                                        help="Most tokens per generated response."),
     instruction: str | None = typer.Option(None, "--instruction",
                                            help="Instruction after the question."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Score every step's internal confidence (LNLP, MTE, TokenSAR, CLIPS), normalise, fuse, level."""
@@ -153,7 +147,7 @@ def estimate_callback(
     from mmboundary.models.vlm import VLM
 
     fitted = ConfidenceCalibrator.load(calibrator) if calibrator is not None else None
-    samples = _load_samples(data, dataset, images)
+    samples = load_samples(data, dataset, images)
     texts = _load_responses(responses, rescore) if responses is not None else None
     vlm = VLM.from_pretrained(model, device=device, dtype=dtype)
     sim = load_similarity(similarity, device=None if device == "auto" else device) \

@@ -4,23 +4,10 @@ reliability diagrams, HTML page from several metrics files)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
-
-def _load_samples(data: Path, dataset: str | None) -> list[Any]:
-    if dataset == "shapes":
-        from mmboundary.data.shapes import read_split
-
-        return read_split(data)
-    from mmboundary.data.loaders import load_annotated
-
-    result = load_annotated(data, dataset=dataset)
-    if result.errors:
-        typer.echo(f"{data}: {len(result.errors)} record(s) could not be loaded; first: "
-                   f"{result.errors[0]}", err=True)
-    return result.samples
+from mmboundary.cli.common import load_samples
 
 
 def evaluate_command(
@@ -59,7 +46,7 @@ def evaluate_command(
 
     if (predictions is None) == (not general_output):
         raise typer.BadParameter("give exactly one of --predictions FILE or --general-output")
-    samples = _load_samples(data, dataset)
+    samples = load_samples(data, dataset)
     responses = general_output_responses(samples) if general_output else read_responses(predictions)
     config = EvalConfig(tau=matching.DEFAULT_STEP_TAU if tau is None else tau,
                         answer_tau=matching.DEFAULT_ANSWER_TAU if answer_tau is None else answer_tau,

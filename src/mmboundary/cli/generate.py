@@ -13,22 +13,14 @@ from typing import Any
 
 import typer
 
-DATASET_HELP = ("Format of --data: aokvqa, culturalvqa, scienceqa, sample (Sample JSON) or "
-                "shapes (a ShapesWorld split JSON); default: detected from the fields.")
-
-
-def _load_samples(data: Path, dataset: str | None, images: Path | None) -> list[Any]:
-    if dataset == "shapes":
-        from mmboundary.data.shapes import read_split
-
-        return read_split(data)
-    from mmboundary.data.loaders import load_annotated
-
-    result = load_annotated(data, dataset=dataset, images_dir=images)
-    if result.errors:
-        typer.echo(f"{data}: {len(result.errors)} record(s) could not be loaded; first: "
-                   f"{result.errors[0]}", err=True)
-    return result.samples
+from mmboundary.cli.common import (
+    DATA_HELP,
+    DATASET_HELP,
+    DEVICE_HELP,
+    DTYPE_HELP,
+    IMAGES_HELP,
+    load_samples,
+)
 
 
 def _image_loader(dataset: str | None, images: Path | None) -> Any:
@@ -94,15 +86,15 @@ def _record(vlm: Any, sample: Any, index: int, outcome: Any, meta: dict[str, Any
 
 def generate_command(
     model: Path = typer.Option(..., "--model", help="Saved model folder (VLM.from_pretrained)."),
-    data: Path = typer.Option(..., "--data", help="Annotated samples file (.json / .jsonl)."),
+    data: Path = typer.Option(..., "--data", help=DATA_HELP),
     out: Path = typer.Option(..., "--out", help="Responses JSONL to write (appended, resumable)."),
     dataset: str | None = typer.Option(None, "--dataset", help=DATASET_HELP),
-    images: Path | None = typer.Option(None, "--images", help="Folder holding the images."),
+    images: Path | None = typer.Option(None, "--images", help=IMAGES_HELP),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Most tokens per response."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N samples."),
     batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generate call."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     sample: bool = typer.Option(False, "--sample/--greedy", help="Sample, or decode greedily."),
     num_samples: int = typer.Option(1, "--num-samples", help="Responses per sample (--sample)."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature."),
@@ -120,7 +112,7 @@ def generate_command(
     if num_samples > 1 and not sample:
         raise typer.BadParameter("--num-samples > 1 needs --sample (greedy gives one response)")
     try:
-        samples = _load_samples(data, dataset, images)[:limit]
+        samples = load_samples(data, dataset, images)[:limit]
     except (OSError, ValueError) as err:
         raise typer.BadParameter(f"--data {data}: {err}") from err
     vlm = VLM.from_pretrained(model, device=device, dtype=dtype)

@@ -81,7 +81,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
 
 def _train_accuracy(est: dict[str, Any], world: dict[str, Any]) -> float:
     """The vanilla model's answer accuracy on the train split (the constant baseline's value)."""
-    from mmboundary.confidence.outputs import failed, read_responses
+    from mmboundary.confidence.outputs import failed
+    from mmboundary.data.io import read_responses
     from mmboundary.data.shapes import read_split
     from mmboundary.evaluation.baselines import plain_steps, response_answer
     from mmboundary.text.matching import judge_answer

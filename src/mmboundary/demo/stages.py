@@ -104,8 +104,8 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
     folder = config.out / f"sft-{variant}"
 
     def run() -> dict[str, Any]:
-        from mmboundary.confidence.outputs import apply_calibrator, failed, read_responses
-        from mmboundary.data.io import write_jsonl_atomic
+        from mmboundary.confidence.outputs import apply_calibrator, failed
+        from mmboundary.data.io import read_responses, write_jsonl_atomic
         from mmboundary.training.config import SFTConfig
         from mmboundary.training.sft import train_sft
         from mmboundary.training.sft_data import build_sft

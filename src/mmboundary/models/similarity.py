@@ -59,8 +59,8 @@ class BiEncoderSimilarity:
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-norm embeddings ``[len(texts), dim]`` (float32), cached per text (LRU)."""
         if not texts:
-            getter = getattr(self.model, "get_embedding_dimension", None) or getattr(
-                self.model, "get_sentence_embedding_dimension")
+            getter = (getattr(self.model, "get_embedding_dimension", None)
+                      or self.model.get_sentence_embedding_dimension)
             return np.zeros((0, getter() or 0), dtype=np.float32)
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:

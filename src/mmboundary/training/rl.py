@@ -27,8 +27,8 @@ import numpy as np
 from mmboundary.data.io import read_jsonl, write_json_atomic
 from mmboundary.data.schema import Sample, Step
 from mmboundary.training import rewards as R
-from mmboundary.training.step_analysis import StepAnalyzer
 from mmboundary.training.rl_config import RLConfig
+from mmboundary.training.step_analysis import StepAnalyzer
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def build_rl_dataset(samples: Sequence[Sample], images_dir: str | None,
 # Internal confidence i_t: a model's teacher-forced pass + estimators + fitted calibrator
 # ---------------------------------------------------------------------------------------------
 class ModelInternalConfidence:
-    """i_t for every step of a batch of completions (implements ``step_analysis.InternalConfidence``).
+    """i_t for every step of a batch of completions (implements
+    ``step_analysis.InternalConfidence``).
 
     ``confidence.pipeline.estimate_batch`` (ONE teacher-forced pass of ``vlm`` over prompt +
     completion per batch, the calibrator's estimators on each step's content tokens), then the
