@@ -47,8 +47,9 @@ class DemoConfig:
     """``full`` or ``lora``; the world model is tiny, so full fine-tuning (ours)."""
     rl_steps: int = 60
     """GRPO optimizer steps."""
-    rl_lr: float = 2e-5
-    """GRPO learning rate (paper hint 1e-5 for 7B; ours for the world model)."""
+    rl_lr: float = 5e-5
+    """GRPO learning rate (paper hint 1e-5 for 7B; ours for the ~0.6M-parameter world model:
+    at 2e-5 sixty steps moved MECE .146 -> .128, at 5e-5 .143 -> .123)."""
     rl_generations: int = 4
     """Completions per prompt (GRPO group)."""
     rl_batch: int = 16

@@ -1,0 +1,52 @@
+"""`mmboundary demo --quick`: every stage end to end on ShapesWorld (smoke size)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+
+from typer.testing import CliRunner
+
+from mmboundary.cli import app
+from mmboundary.demo.config import PRESETS
+
+
+def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    for stage in ("world", "estimate", "sft-mmboundary", "rl", "sft-w_max", "metrics"):
+        assert (out / stage / "done.json").is_file(), f"stage {stage} did not finish"
+    rows = {r["System"]: r for r in csv.DictReader((out / "report" / "table.csv").open())}
+    expected = {"Vanilla (no confidence)", "Constant (train accuracy)", "Token probability",
+                "Internal C (not verbalised)", "DPV (prompted number)",
+                "DPS (prompted statement)", "SC (k=3)", "Multisample (k=3)",
+                "MMBoundary (ours: warm-up + RL)", "MMBoundary w/o RL (warm-up only)",
+                "MMBoundary w U_Max (w/o RL)"}
+    assert expected <= set(rows)
+    html = (out / "report" / "report.html").read_text()
+    assert "MMBoundary (ours: warm-up + RL)" in html and "data:image/png;base64" in html
+    rl = json.loads((out / "rl" / "done.json").read_text())
+    assert rl["rewards"]["logged_steps"] == PRESETS["quick"].rl_steps
+    # a vanilla model states no confidence: its ECE is unavailable, never 0
+    files = json.loads((out / "metrics" / "done.json").read_text())["files"]
+    vanilla = json.loads(open(files["Vanilla (no confidence)"]).read())
+    assert vanilla["metrics"]["ece"] is None and "ece" in vanilla["unavailable"]
+    assert 0.3 <= vanilla["metrics"]["accuracy"] <= 0.9
+
+
+def test_demo_config_yaml_and_presets(tmp_path):
+    from mmboundary.demo.config import DemoConfig
+
+    path = tmp_path / "demo.yaml"
+    path.write_text("preset: quick\nseed: 3\n")
+    cfg = DemoConfig.from_yaml(path)
+    assert cfg == replace(PRESETS["quick"], seed=3)
+    path.write_text("n_trian: 5\n")
+    try:
+        DemoConfig.from_yaml(path)
+    except ValueError as err:
+        assert "n_trian" in str(err)
+    else:  # pragma: no cover
+        raise AssertionError("an unknown field must be an error")
