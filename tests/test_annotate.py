@@ -409,3 +409,28 @@ def test_authors_format_round_trip(tmp_path: Path, shared_data: Path) -> None:
     assert loaded.dataset == "aokvqa" and not loaded.errors
     assert {s.id: s.reference.answer for s in loaded.samples} == {
         r["question_id"]: r["choices"][r["correct_choice_idx"]] for r in raw}
+
+
+def test_shapesworld_annotated_with_local_tiny_backend_reads_back(tmp_path: Path,
+                                                                  tiny_model_dir) -> None:
+    """Issue 8: ShapesWorld samples through the local HF backend -> a file the loaders and
+    `mmboundary data stats` read (a random tiny model's replies come out flagged)."""
+    import torch
+    from typer.testing import CliRunner
+
+    from mmboundary.cli import app
+    from mmboundary.data.shapes import write_split
+
+    torch.set_num_threads(1)
+    split = write_split(tmp_path / "world", 2, "test", seed=0)
+    out = tmp_path / "shapes-annotated.jsonl"
+    result = run_cli(["--data", str(split), "--out", str(out), "--backend", "hf", "--model",
+                      str(tiny_model_dir("llava")), "--device", "cpu", "--max-tokens", "8",
+                      "--cache-dir", str(tmp_path / "cache")], {})
+    assert result.exit_code == 0, result.output
+    loaded = load_annotated(out)
+    assert not loaded.errors and len(loaded.samples) == 2
+    assert all(s.meta["needs_review"] for s in loaded.samples)
+    stats = CliRunner().invoke(app, ["data", "stats", str(out)])
+    assert stats.exit_code == 0, stats.output
+    assert "2" in stats.output

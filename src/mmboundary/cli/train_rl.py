@@ -20,6 +20,10 @@ def train_rl_command(
         None, help="Samples: .jsonl of Samples or a ShapesWorld split .json (overrides)."),
     calibrator: str | None = typer.Option(
         None, help="Fitted ConfidenceCalibrator JSON for the internal confidence i_t (overrides)."),
+    clip_model: str | None = typer.Option(
+        None, help="CLIP folder for U_CLIPS, needed when the calibrator uses 'clips' (overrides)."),
+    images_dir: str | None = typer.Option(
+        None, help="Folder the samples' images are resolved in (overrides the config)."),
     max_steps: int | None = typer.Option(None, help="Optimizer steps (overrides the config)."),
     ablation: str | None = typer.Option(
         None, help="wo_ka | wo_ec | wo_cs (zero that reward's weight) | drl (label: RL from the "
@@ -40,7 +44,8 @@ def train_rl_command(
 
     console = Console()
     cfg = RLConfig.from_yaml(config, model=model, output_dir=output_dir, train_file=train_file,
-                             calibrator=calibrator, max_steps=max_steps, ablation=ablation,
+                             calibrator=calibrator, clip_model=clip_model, images_dir=images_dir,
+                             max_steps=max_steps, ablation=ablation,
                              internal_from=internal_from, seed=seed)
     console.print(f"[bold]RL[/bold] {cfg.model} -> {cfg.output_dir}  "
                   f"(alpha={cfg.alpha}, beta={cfg.beta}, gamma={cfg.gamma}, "

@@ -37,23 +37,19 @@ logger = logging.getLogger(__name__)
 # Data
 # ---------------------------------------------------------------------------------------------
 def load_rl_samples(config: RLConfig) -> list[Sample]:
-    """The training samples: ``train_file`` (.jsonl of Samples / ShapesWorld split .json) or
-    ``shapes_train`` generated ShapesWorld samples; cut to ``max_samples``."""
+    """The training samples: ``train_file`` (any format ``data.loaders.load_annotated`` reads:
+    the authors' annotated JSON, Sample JSON/JSONL, a ShapesWorld split) or ``shapes_train``
+    generated ShapesWorld samples; cut to ``max_samples``. Broken records are logged and skipped."""
     if config.train_file is not None:
+        from mmboundary.data.loaders import load_annotated
+
         path = Path(config.train_file)
         if not path.is_file():
             raise FileNotFoundError(f"RLConfig.train_file: no file at {path}")
-        if path.suffix == ".json":
-            from mmboundary.data.shapes import read_split
-
-            samples = read_split(path)
-        else:
-            samples = []
-            for i, record in enumerate(read_jsonl(path)):
-                try:
-                    samples.append(Sample.model_validate(record))
-                except ValueError as err:
-                    raise ValueError(f"{path}: line {i + 1}: not a Sample: {err}") from err
+        loaded = load_annotated(path, images_dir=config.images_dir)
+        for problem in loaded.errors:
+            logger.warning("RL data: %s", problem)
+        samples = loaded.samples
     else:
         from mmboundary.data.shapes import make_samples
 
