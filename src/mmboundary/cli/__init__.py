@@ -18,26 +18,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Order = order in `--help`. A module that does not exist yet is skipped; one that fails to import
-# raises (a broken CLI module must not disappear silently).
+# Order = order in `--help`. Every module must import (a broken CLI module raises, never hides).
 _AREAS = [
     "demo", "data", "models", "generate", "estimate", "express", "train", "evaluate", "world",
     "annotate",
 ]
 
-
-def _register_all() -> None:
-    for area in _AREAS:
-        try:
-            module = importlib.import_module(f"mmboundary.cli.{area}")
-        except ModuleNotFoundError as err:
-            if err.name == f"mmboundary.cli.{area}":
-                continue
-            raise
-        module.register(app)
-
-
-_register_all()
+for _area in _AREAS:
+    importlib.import_module(f"mmboundary.cli.{_area}").register(app)
 
 
 def main() -> None:

@@ -9,15 +9,13 @@ file).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mmboundary.confidence.normalize import ConfidenceCalibrator
-from mmboundary.data.io import read_responses
+from mmboundary.data.io import read_responses, write_jsonl_atomic
 from mmboundary.data.schema import Response
 
 
@@ -61,20 +59,6 @@ def calibrator_path_for(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.calibrator.json")
 
 
-def _rewrite_jsonl_atomic(path: Path, records: Sequence[Response]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(record.model_dump_json() + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def finalize_output(out: str | Path, calibrator: ConfidenceCalibrator | None = None, *,
                     template: ConfidenceCalibrator | None = None,
                     calibrator_path: str | Path | None = None) -> ConfidenceCalibrator:
@@ -97,7 +81,7 @@ def finalize_output(out: str | Path, calibrator: ConfidenceCalibrator | None = N
                              f"{len(ok)} responses: {err}") from err
         calibrator.save(calibrator_path or calibrator_path_for(out))
     apply_calibrator(ok, calibrator)
-    _rewrite_jsonl_atomic(out, responses)
+    write_jsonl_atomic(out, responses)
     return calibrator
 
 
