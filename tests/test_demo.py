@@ -27,6 +27,8 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert expected <= set(rows)
     html = (out / "report" / "report.html").read_text()
     assert "MMBoundary (ours: warm-up + RL)" in html and "data:image/png;base64" in html
+    assert "RL training: mean reward per GRPO step" in html
+    assert (out / "report" / "rl_rewards.png").read_bytes()[:4] == b"\x89PNG"
     rl = json.loads((out / "rl" / "done.json").read_text())
     assert rl["rewards"]["logged_steps"] == PRESETS["quick"].rl_steps
     # a vanilla model states no confidence: its ECE is unavailable, never 0

@@ -128,6 +128,41 @@ def _report(config: DemoConfig, metrics: dict[str, Any], rl: dict[str, Any],
     notes = {"seed": config.seed, "config": config.to_dict(), "stage_seconds": timings,
              "rl_rewards": rl.get("rewards"), "sft": {k: sft.get(k) for k in ("records", "levels",
                                                                               "loss")}}
+    curve = _reward_curve_png(Path(rl["model"]).parent / "reward_log.jsonl")
+    (folder / "rl_rewards.png").parent.mkdir(parents=True, exist_ok=True)
+    (folder / "rl_rewards.png").write_bytes(curve)
     paths = write_report(list(metrics["files"].values()), folder, title="MMBoundary demo on "
-                         "ShapesWorld", notes=notes, published=False)
+                         "ShapesWorld", notes=notes, published=False,
+                         figures={"RL training: mean reward per GRPO step": curve})
     return {"dir": str(folder), **{k: str(v) for k, v in paths.items()}}
+
+
+def _reward_curve_png(log: Path) -> bytes:
+    """Each reward's mean per logged GRPO step (from the RL stage's ``reward_log.jsonl``)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mmboundary.data.io import read_jsonl
+
+    rows = list(read_jsonl(log))
+    names = {"reward": "total R", "rewards/knowledge_accuracy_reward/mean": "R_KA",
+             "rewards/expected_calibration_reward/mean": "R_EC",
+             "rewards/confidence_self_calibration_reward/mean": "R_CS"}
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for key, label in names.items():
+        points = [(i + 1, float(r[key])) for i, r in enumerate(rows) if key in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), label=label, marker=".", linewidth=1)
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean over the step's completions")
+    ax.legend(fontsize=8, ncol=4)
+    ax.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -112,8 +112,10 @@ _CSS = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-co
 
 
 def render_html(results: Sequence[EvalResult], title: str, pngs: dict[str, bytes],
-                notes: dict[str, Any] | None = None, published: bool = True) -> str:
-    """One self-contained page: results table, unavailable metrics, plots, published block."""
+                notes: dict[str, Any] | None = None, published: bool = True,
+                figures: dict[str, bytes] | None = None) -> str:
+    """One self-contained page: results table, unavailable metrics, extra ``figures`` (title ->
+    PNG, e.g. training curves), reliability diagrams, published block, notes."""
     header, rows = results_table(results)
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
@@ -122,6 +124,10 @@ def render_html(results: Sequence[EvalResult], title: str, pngs: dict[str, bytes
                f"{html.escape(v)}</li>" for r in results for k, v in r.unavailable.items()]
     if missing:
         parts.append(f"<h3>Unavailable metrics</h3><ul>{''.join(missing)}</ul>")
+    for caption, data in (figures or {}).items():
+        encoded = base64.b64encode(data).decode("ascii")
+        parts.append(f"<h2>{html.escape(caption)}</h2><figure><img alt='{html.escape(caption)}' "
+                     f"src='data:image/png;base64,{encoded}'></figure>")
     parts.append("<h2>Reliability diagrams</h2>")
     for name, data in pngs.items():
         encoded = base64.b64encode(data).decode("ascii")
@@ -141,10 +147,11 @@ def render_html(results: Sequence[EvalResult], title: str, pngs: dict[str, bytes
 
 def write_report(metrics_files: Sequence[str | Path], out_dir: str | Path,
                  title: str = "MMBoundary evaluation", notes: dict[str, Any] | None = None,
-                 published: bool = True) -> dict[str, Path]:
+                 published: bool = True, figures: dict[str, bytes] | None = None
+                 ) -> dict[str, Path]:
     """Write ``table.md``, ``table.csv``, ``reliability_<system>_<dataset>.png`` and
-    ``report.html`` into ``out_dir``; return their paths (``dir``, ``markdown``, ``csv``,
-    ``html``)."""
+    ``report.html`` (with any extra ``figures``, title -> PNG bytes) into ``out_dir``; return their
+    paths (``dir``, ``markdown``, ``csv``, ``html``)."""
     if not metrics_files:
         raise ValueError("no metrics files given")
     results = [EvalResult.load(path) for path in metrics_files]
@@ -162,6 +169,6 @@ def write_report(metrics_files: Sequence[str | Path], out_dir: str | Path,
         name = f"reliability_{_slug(r.system)}_{_slug(r.dataset)}"
         pngs[name] = reliability_png(r)
         (out / f"{name}.png").write_bytes(pngs[name])
-    (out / "report.html").write_text(render_html(results, title, pngs, notes, published))
+    (out / "report.html").write_text(render_html(results, title, pngs, notes, published, figures))
     return {"dir": out, "markdown": out / "table.md", "csv": out / "table.csv",
             "html": out / "report.html"}
