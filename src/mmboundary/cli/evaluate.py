@@ -26,8 +26,9 @@ def evaluate_command(
                                      "similarity (default: matching.DEFAULT_STEP_TAU)."),
     answer_tau: float | None = typer.Option(None, "--answer-tau", help="Open-answer threshold "
                                             "(default: matching.DEFAULT_ANSWER_TAU)."),
-    answer_mode: str = typer.Option("auto", "--answer-mode", help="auto, choice, vqa or "
-                                    "similarity: how answers are judged."),
+    answer_mode: str = typer.Option("auto", "--answer-mode", help="auto, choice, vqa, "
+                                    "similarity or exact: how answers are judged (auto also "
+                                    "follows each sample's own answer_mode)."),
     parse: str = typer.Option("auto", "--parse", help="How responses without steps are parsed: "
                               "auto, statement, numeric or none (no confidences)."),
     n_bins: int = typer.Option(10, "--n-bins", help="Equal-width bins for ECE and MECE."),

@@ -45,45 +45,6 @@ def _response_writer(out: Path) -> Any:
     return ResponseWriter(out, resume=True)
 
 
-def _run_batch(vlm: Any, batch: list[Any], load: Any, decoding: dict[str, Any],
-               instruction: str | None) -> list[tuple[Any, int, Any | str]]:
-    """Generate for a batch; returns (sample, sample_index, Generation or error reason)."""
-    n = decoding["num_return_sequences"]
-    results: list[tuple[Any, int, Any | str]] = []
-    ready, images = [], []
-    for sample in batch:
-        try:
-            images.append(load(sample))
-            ready.append(sample)
-        except Exception as err:  # noqa: BLE001 - recorded as this sample's error line
-            results += [(sample, k, f"image: {err}") for k in range(n)]
-    if not ready:
-        return results
-    prompts = [vlm.prompt_text(s, instruction) for s in ready]
-    try:
-        gens = vlm.generate(prompts, images, batch_size=len(prompts), **decoding)
-    except Exception as err:  # noqa: BLE001 - isolate the failing sample one by one
-        if len(ready) == 1:
-            return results + [(ready[0], k, f"generate: {err!r}") for k in range(n)]
-        for sample in ready:
-            results += _run_batch(vlm, [sample], load, decoding, instruction)
-        return results
-    for j, gen in enumerate(gens):
-        results.append((ready[gen.prompt_index], j % n, gen))
-    order = {id(s): i for i, s in enumerate(batch)}  # lines in input order, errors included
-    return sorted(results, key=lambda r: (order[id(r[0])], r[1]))
-
-
-def _record(vlm: Any, sample: Any, index: int, outcome: Any, meta: dict[str, Any]) -> Any:
-    from mmboundary.data.schema import Response
-
-    meta = {"sample_index": index, **meta}
-    if isinstance(outcome, str):
-        return Response(sample_id=sample.id, text="", model=vlm.name, meta={**meta, "error": outcome})
-    return Response(sample_id=sample.id, text=outcome.text, model=vlm.name,
-                    token_stats=outcome.token_stats, meta={**meta, "finished": outcome.finished})
-
-
 def generate_command(
     model: Path = typer.Option(..., "--model", help="Saved model folder (VLM.from_pretrained)."),
     data: Path = typer.Option(..., "--data", help=DATA_HELP),
@@ -107,6 +68,7 @@ def generate_command(
     """Generate responses (with per-token log-probs and entropies) for every sample."""
     from rich.progress import Progress
 
+    from mmboundary.models.responses import generate_responses
     from mmboundary.models.vlm import VLM
 
     if num_samples > 1 and not sample:
@@ -132,9 +94,10 @@ def generate_command(
         task = progress.add_task("generating", total=len(todo))
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            for s, k, outcome in _run_batch(vlm, batch, load, decoding, instruction):
-                written += writer.write(_record(vlm, s, k, outcome, meta))
-                errors += isinstance(outcome, str)
+            for response in generate_responses(vlm, batch, load, instruction=instruction,
+                                               meta=meta, **decoding):
+                written += writer.write(response)
+                errors += "error" in response.meta
             progress.advance(task, len(batch))
     typer.echo(f"{out}: wrote {written} line(s) ({errors} error(s)); "
                f"{len(samples) - len(todo)} sample(s) were already done")

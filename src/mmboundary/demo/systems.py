@@ -12,23 +12,19 @@ from mmboundary.data.schema import Response, Sample
 from mmboundary.demo.config import DemoConfig
 
 
-def _images(samples: Sequence[Sample]) -> list[Any]:
-    from mmboundary.data.shapes import load_image
-
-    return [load_image(s) for s in samples]
-
-
 def generate(model: str | Path, samples: Sequence[Sample], out: Path, config: DemoConfig, *,
              instruction: str | None = None, num_samples: int = 1, desc: str = "generate"
              ) -> list[list[Response]]:
     """Responses of ``model`` to every sample (greedy, or ``num_samples`` sampled ones), cached in
     ``out`` (JSONL); returns one list of responses per sample, in sample order."""
-    from mmboundary.data.io import read_jsonl, write_jsonl_atomic
+    from mmboundary.data.io import read_responses, write_jsonl_atomic
 
     if out.is_file():
-        rows = [Response.model_validate(r) for r in read_jsonl(out)]
+        rows = read_responses(out)
         if len(rows) == len(samples) * num_samples:
             return [rows[i * num_samples:(i + 1) * num_samples] for i in range(len(samples))]
+    from mmboundary.data.shapes import load_image
+    from mmboundary.models.responses import generate_responses
     from mmboundary.models.vlm import VLM
 
     vlm = VLM.from_pretrained(model, device="cpu", dtype="float32")
@@ -36,18 +32,13 @@ def generate(model: str | Path, samples: Sequence[Sample], out: Path, config: De
     bar = tqdm(total=len(samples), desc=desc, unit="sample")
     for start in range(0, len(samples), config.batch_size):
         batch = list(samples[start:start + config.batch_size])
-        gens = vlm.generate([vlm.prompt_text(s, instruction) for s in batch], _images(batch),
-                            max_new_tokens=config.max_new_tokens, do_sample=num_samples > 1,
-                            temperature=1.0, num_return_sequences=num_samples,
-                            seed=config.seed + start, batch_size=config.batch_size)
-        for k, gen in enumerate(gens):
-            sample = batch[k // num_samples]
-            rows.append(Response(sample_id=sample.id, text=gen.text, model=str(model),
-                                 token_stats=gen.token_stats,
-                                 meta={"sample_index": k % num_samples, "finished": gen.finished}))
+        rows += generate_responses(vlm, batch, load_image, instruction=instruction,
+                                   max_new_tokens=config.max_new_tokens,
+                                   do_sample=num_samples > 1, temperature=1.0,
+                                   num_return_sequences=num_samples, seed=config.seed + start)
         bar.update(len(batch))
     bar.close()
-    write_jsonl_atomic(out, [r.model_dump(mode="json") for r in rows])
+    write_jsonl_atomic(out, rows)
     return [rows[i * num_samples:(i + 1) * num_samples] for i in range(len(samples))]
 
 
