@@ -419,7 +419,7 @@ def test_shapesworld_annotated_with_local_tiny_backend_reads_back(tmp_path: Path
     from typer.testing import CliRunner
 
     from mmboundary.cli import app
-    from mmboundary.data.shapes import write_split
+    from mmboundary.shapesworld.scenes import write_split
 
     torch.set_num_threads(1)
     split = write_split(tmp_path / "world", 2, "test", seed=0)

@@ -18,8 +18,9 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     assert result.exit_code == 0, result.output
     for stage in ("world", "estimate", "sft-mmboundary", "rl", "sft-w_max", "metrics"):
         assert (out / stage / "done.json").is_file(), f"stage {stage} did not finish"
-    rows = {r["System"]: r for r in csv.DictReader((out / "report" / "table.csv").open())}
-    expected = {"Vanilla (no confidence)", "Constant (train accuracy)", "Token probability",
+    rows = {r["system"]: r for r in csv.DictReader((out / "report" / "table.csv").open())}
+    expected = {"Vanilla (no confidence)", "Constant (val. answer accuracy)",
+                "Constant (val. step accuracy)", "Token probability",
                 "Internal C (not verbalised)", "DPV (prompted number)",
                 "DPS (prompted statement)", "SC (k=3)", "Multisample (k=3)",
                 "MMBoundary (ours: warm-up + RL)", "MMBoundary w/o RL (warm-up only)",
@@ -36,6 +37,16 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     vanilla = json.loads(open(files["Vanilla (no confidence)"]).read())
     assert vanilla["metrics"]["ece"] is None and "ece" in vanilla["unavailable"]
     assert 0.3 <= vanilla["metrics"]["accuracy"] <= 0.9
+    # issue #11: discrimination, coverage and intervals in the table; constants from validation
+    table = (out / "report" / "table.md").read_text()
+    for column in ("AUROC", "Step AUROC", "Coverage", "Step coverage", "AURC"):
+        assert f"| {column} |" in table or f" {column} |" in table, column
+    step_constant = json.loads(open(files["Constant (val. step accuracy)"]).read())
+    lo, hi = step_constant["intervals"]["mece"]
+    assert lo <= step_constant["metrics"]["mece"] <= hi
+    constants = json.loads((out / "metrics" / "done.json").read_text())["constants"]
+    assert 0.0 < constants["step"] < 1.0 and 0.0 < constants["answer"] < 1.0
+    assert (out / "predictions-validation").is_dir()
 
 
 def test_demo_config_yaml_and_presets(tmp_path):

@@ -30,10 +30,10 @@ N_SAMPLES = 8
 def env(tiny_model_dir, tmp_path_factory):
     import torch
 
-    from mmboundary.data.shapes import read_split, write_split
     from mmboundary.models.clip import ClipScorer
     from mmboundary.models.similarity import default_similarity
     from mmboundary.models.vlm import VLM
+    from mmboundary.shapesworld.scenes import read_split, write_split
 
     torch.set_num_threads(1)
     data = write_split(tmp_path_factory.mktemp("shapes"), N_SAMPLES, "train")

@@ -109,6 +109,43 @@ def test_tokensar_similarities_one_batched_call_for_all_steps():
     np.testing.assert_allclose(sims_q[0], [8 / 12])
 
 
+def _word_spans(text: str) -> list[tuple[int, int]]:
+    """Byte-level-BPE-like spans: each word with its leading space."""
+    import re
+
+    return [m.span() for m in re.finditer(r"\s?\S+", text)]
+
+
+@pytest.mark.parametrize("include_question", [False, True])
+def test_batched_tokensar_similarities_equal_one_call_per_token(include_question, monkeypatch):
+    """The batched, deduplicated path gives the values of the definition: one
+    ``paired([s], [s without y_l])`` call per token, each on an empty cache."""
+    from mmboundary.confidence.estimators import _squash
+    from mmboundary.models.similarity import default_similarity
+
+    sim = default_similarity()
+    texts = ["The image shows two red circles and a blue square.", "There are two red shapes.",
+             "So, the answer is 2.", "There are two red shapes.", "Yes."]
+    steps = [_step(t, _word_spans(t) + ([(90, 95)] if i == 0 else []), [-1.0] * (
+        len(_word_spans(t)) + (i == 0)), question="How many red shapes?")
+        for i, t in enumerate(texts)]
+    calls: list[int] = []
+    embed = sim._embed
+    monkeypatch.setattr(sim, "_embed", lambda t: calls.append(len(t)) or embed(t))
+    sim.clear_cache()
+    batched = tokensar_similarities(steps, sim, include_question=include_question)
+    assert len(calls) == 1  # every text of the batch in ONE encoder pass, each distinct once
+    prefix = "How many red shapes? " if include_question else ""
+    for step, got in zip(steps, batched, strict=True):
+        s = prefix + _squash(step.content)
+        want = []
+        for v in token_removal_variants(step.content, step.token_spans):
+            sim.clear_cache()
+            want.append(sim.paired([s], [prefix + v])[0])
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert batched[0][-1] == pytest.approx(1.0, abs=1e-6)  # a span outside s leaves s unchanged
+
+
 def test_estimate_shares_statistics_and_matches_the_formulas():
     sim = LengthRatioSimilarity()
     steps = [_step("a cat sat", [(0, 1), (1, 5), (5, 9)], LOGP),

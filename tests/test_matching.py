@@ -1,49 +1,30 @@
-"""Step alignment, chain F1, answer correctness and dataset evaluation."""
+"""Answer correctness, chain F1 and dataset evaluation (alignment and the rule set: test_rules)."""
 
 from __future__ import annotations
 
 import doctest
 import re
 
-import numpy as np
 import pytest
+from toys import Jaccard
 
 from mmboundary.data.schema import ReferenceChain, Response, Sample, extract_answer
 from mmboundary.evaluation.evaluate import (
+    EvalConfig,
     EvalResult,
     evaluate_predictions,
     general_output_responses,
     response_from_general_output,
 )
+from mmboundary.evaluation.metrics import chain_scores
+from mmboundary.judging.rules import RuleConfig
 from mmboundary.text import matching
 from mmboundary.text.matching import (
-    align_steps,
-    chain_f1,
     judge_answer,
     match_choice,
     normalize_vqa_answer,
     vqa_soft_accuracy,
 )
-
-
-class Jaccard:
-    """Deterministic fake similarity: token-set Jaccard index of lower-cased words."""
-
-    @staticmethod
-    def _tokens(text: str) -> set[str]:
-        return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-    def pairwise(self, a: list[str], b: list[str]) -> np.ndarray:
-        out = np.zeros((len(a), len(b)))
-        for i, x in enumerate(a):
-            for j, y in enumerate(b):
-                tx, ty = self._tokens(x), self._tokens(y)
-                out[i, j] = len(tx & ty) / len(tx | ty) if tx | ty else 0.0
-        return out
-
-    def paired(self, a: list[str], b: list[str]) -> np.ndarray:
-        return np.array([self.pairwise([x], [y])[0, 0] for x, y in zip(a, b, strict=True)])
-
 
 SIM = Jaccard()
 
@@ -52,39 +33,21 @@ def test_doctests() -> None:
     assert doctest.testmod(matching).failed == 0
 
 
-def test_align_steps_is_one_to_one_and_maximal() -> None:
-    pairs = align_steps(["red ball", "blue box"], ["a blue box", "a red ball"], SIM, tau=0.6)
-    assert [(p.pred_index, p.ref_index, p.correct) for p in pairs] == [(0, 1, True), (1, 0, True)]
-    assert pairs[0].similarity == pytest.approx(2 / 3)
-    # Greedy would give "red ball box" to "red ball" (0.67) and leave "blue box" with 0;
-    # Hungarian maximises the sum: 0.5 + 0.67 > 0.67 + 0.
-    pairs = align_steps(["red ball box", "red ball"], ["red ball", "blue box"], SIM, tau=0.6)
-    assert {(p.pred_index, p.ref_index) for p in pairs} == {(0, 1), (1, 0)}
+def toy_config(tau: float = 0.6) -> EvalConfig:
+    """The similarity judge with a Jaccard toy similarity, no bootstrap (hand-worked numbers)."""
+    return EvalConfig(rules=RuleConfig(judge="similarity", tau=tau), bootstrap=0)
 
 
-def test_align_steps_min_sim_and_extra_steps_dropped() -> None:
-    pairs = align_steps(["cat", "dog", "red ball"], ["red ball"], SIM)
-    assert [(p.pred_index, p.ref_index) for p in pairs] == [(2, 0)]
-    assert align_steps(["cat"], ["dog"], SIM, min_sim=0.1) == []
-    assert align_steps([], ["dog"], SIM) == []
-
-
-def test_chain_f1_hand_worked() -> None:
+def test_chain_scores_hand_worked() -> None:
     # 3 predicted, 4 reference, 2 correct pairs: P = 2/3, R = 1/2, F1 = 4/7.
-    pred = ["the cake says 30", "candles are lit", "it is raining"]
-    ref = ["the cake says 30", "candles are lit", "a party", "so the answer is 30"]
-    scores = chain_f1(pred, ref, SIM, tau=0.6)
-    assert (scores.n_correct, scores.n_pred, scores.n_ref) == (2, 3, 4)
+    scores = chain_scores(2, 3, 4)
     assert scores.precision == pytest.approx(2 / 3)
     assert scores.recall == pytest.approx(0.5)
     assert scores.f1 == pytest.approx(4 / 7)
-
-
-def test_chain_f1_empty_chains() -> None:
-    empty = chain_f1([], ["a b"], SIM)
+    empty = chain_scores(0, 0, 1)
     assert (empty.precision, empty.recall, empty.f1) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="reference chain is empty"):
-        chain_f1(["a b"], [], SIM)
+        chain_scores(0, 1, 0)
 
 
 @pytest.mark.parametrize(("text", "answer"), [
@@ -119,8 +82,12 @@ def test_match_choice() -> None:
     assert match_choice("Thirty", choices) == (3, "exact")
     assert match_choice("A ten", choices) == (1, "exact")  # "A" is an article, not a letter
     assert match_choice("A ten candles", choices) == (None, "none")
-    assert match_choice("A ten candles", choices, SIM) == (1, "similarity")
-    assert match_choice("thirty candles", choices, SIM) == (3, "similarity")
+    # Jaccard: "ten" 1/3, others 0 -> margin 1/3 but below tau 0.5: no choice (strict judge)
+    assert match_choice("A ten candles", choices, SIM) == (None, "none")
+    assert match_choice("A ten candles", choices, SIM, tau=0.3) == (1, "similarity")
+    assert match_choice("thirty candles", choices, SIM, tau=0.5) == (3, "similarity")
+    # a tie between two choices fails the margin
+    assert match_choice("ten nine", ["ten", "nine"], SIM, tau=0.3) == (None, "none")
     assert match_choice("thirty candles", choices) == (None, "none")
 
 
@@ -164,7 +131,7 @@ def _evaluation_fixture() -> tuple[list[Sample], list[Response]]:
 
 def test_evaluate_predictions_hand_worked() -> None:
     samples, responses = _evaluation_fixture()
-    result = evaluate_predictions(samples, responses, SIM, tau=0.6, system="toy")
+    result = evaluate_predictions(samples, responses, SIM, system="toy", config=toy_config())
     s0, s1, s2 = result.samples
     assert [s.answer for s in result.samples] == ["thirty", "ten", "nine"]
     assert result.metrics["accuracy"] == pytest.approx(1 / 3)
@@ -190,7 +157,7 @@ def test_evaluate_without_confidences_reports_unavailable() -> None:
     samples, responses = _evaluation_fixture()
     plain = [Response(sample_id=r.sample_id, text=re.sub(r" \(confidence [\d.]+\)", "", r.text))
              for r in responses]
-    result = evaluate_predictions(samples, plain, SIM, tau=0.6)
+    result = evaluate_predictions(samples, plain, SIM, config=toy_config())
     assert result.metrics["ece"] is None and result.metrics["mece"] is None
     assert "no response" in result.unavailable["ece"]
     assert result.metrics["accuracy"] == pytest.approx(1 / 3)
@@ -203,7 +170,7 @@ def test_evaluate_rejects_unknown_and_duplicate_responses() -> None:
     with pytest.raises(ValueError, match="second response for sample 's0'"):
         evaluate_predictions(samples, [responses[0], responses[0]], SIM)
     failed = Response(sample_id="s2", text="", meta={"error": "timeout"})
-    result = evaluate_predictions(samples, [responses[0], failed], SIM)
+    result = evaluate_predictions(samples, [responses[0], failed], SIM, config=toy_config())
     assert (result.counts["failed"], result.counts["missing"], result.counts["evaluated"]) == (1, 1, 1)
 
 
@@ -225,15 +192,6 @@ def minilm():
     return default_similarity()
 
 
-def test_real_minilm_alignment(minilm) -> None:
-    pred = ["The cake shows the number 30.", "A dog sleeps on the sofa."]
-    ref = ["The image features a birthday cake with the number 30 on it",
-           "Therefore, it is likely that the celebration is for a 30th birthday"]
-    pairs = align_steps(pred, ref, minilm)
-    assert pairs[0].ref_index == 0 and pairs[0].correct
-    assert not pairs[1].correct and pairs[1].similarity < 0.3
-
-
 def test_culturalvqa_general_output_against_keys_filtered(shared_data, minilm) -> None:
     """The authors' own general_output answers vs their filtered chains (first 200 records; the
     full 800 are in examples/evaluate_culturalvqa_general_output.py)."""
@@ -248,21 +206,8 @@ def test_culturalvqa_general_output_against_keys_filtered(shared_data, minilm) -
     assert result.metrics["ece"] is None and "expressed confidence" in result.unavailable["ece"]
 
 
-def test_exact_step_match_for_templated_worlds():
-    """ShapesWorld: MiniLM puts 'left of' and 'right of' at 0.99, so steps match exactly."""
-    refs = ["The red circle is to the left of the blue square.", "So, the answer is left."]
-    assert matching.step_is_correct("the red circle is to the LEFT of the blue square", refs,
-                                    [0.0, 0.0], tau=0.5, match="exact")
-    assert not matching.step_is_correct("The red circle is to the right of the blue square.",
-                                        refs, [0.99, 0.5], tau=0.5, match="exact")
-    assert matching.step_is_correct("x", refs, [0.2, 0.7], tau=0.5, match="similarity")
-    assert not matching.step_is_correct("x", refs, [0.2, 0.4], tau=0.5, match="similarity")
-    with pytest.raises(ValueError, match="step match"):
-        matching.step_is_correct("x", refs, [0.2], tau=0.5, match="fuzzy")
-
-
 def test_shapes_samples_judge_answers_and_steps_exactly():
-    from mmboundary.data.shapes import make_samples
+    from mmboundary.shapesworld.scenes import make_samples
 
     open_sample = next(s for s in make_samples(40, seed=0, split="test") if s.choices is None)
     assert open_sample.answer_mode == "exact" and open_sample.step_match == "exact"

@@ -126,3 +126,35 @@ def test_brier_matches_sklearn(data: tuple[list[float], list[int]]) -> None:
     assert M.brier_score(conf, correct) == pytest.approx(
         brier_score_loss(correct, conf, pos_label=1) if len(set(correct)) > 1 or correct[0] == 1
         else float(np.mean(np.square(conf))), abs=1e-12)
+
+
+# --- AURC, coverage and intervals (issue #11) ----------------------------------------------------
+from mmboundary.evaluation import intervals as I  # noqa: E402
+from mmboundary.evaluation.metrics import area_under_risk_coverage  # noqa: E402
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=40), st.floats(0, 1))
+def test_aurc_of_a_constant_is_the_error_rate(correct: list[bool], value: float) -> None:
+    errors = 1.0 - sum(correct) / len(correct)
+    assert area_under_risk_coverage([value] * len(correct), correct) == pytest.approx(errors)
+
+
+def test_aurc_hand_worked_and_perfect_ranking_floor() -> None:
+    # sorted by confidence: correct, wrong, correct, wrong -> risks 0, 1/2, 1/3, 2/4
+    assert area_under_risk_coverage([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]) == \
+        pytest.approx((0 + 1 / 2 + 1 / 3 + 2 / 4) / 4)
+    # a perfect ranking of 2 right, 2 wrong: risks 0, 0, 1/3, 1/2
+    assert area_under_risk_coverage([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0]) == \
+        pytest.approx((1 / 3 + 1 / 2) / 4)
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_seeded() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.3, 0.1, size=300)
+    ci = I.bootstrap_interval(len(x), lambda ix: float(np.mean(x[ix])), n_boot=400, seed=3)
+    assert ci is not None and ci[0] < float(np.mean(x)) < ci[1]
+    # the normal-theory 95% half-width is 1.96 * 0.1 / sqrt(300) = 0.0113
+    assert (ci[1] - ci[0]) / 2 == pytest.approx(1.96 * x.std() / np.sqrt(300), rel=0.2)
+    assert ci == I.bootstrap_interval(len(x), lambda ix: float(np.mean(x[ix])), n_boot=400, seed=3)
+    assert I.bootstrap_interval(10, lambda ix: None, n_boot=20) is None
+    assert I.mean_sd([0.1, 0.3, None]) == (pytest.approx(0.2), pytest.approx(0.1414, abs=1e-4), 2)

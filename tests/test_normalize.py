@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmboundary.confidence.fusion import Fusion, LevelCuts, fuse_max, fuse_mean
+from mmboundary.confidence.fusion import (
+    DEFAULT_CUT_OFFSETS,
+    EmptyLevelWarning,
+    Fusion,
+    LevelCuts,
+    fuse_max,
+    fuse_mean,
+    normal_cdf,
+)
 from mmboundary.confidence.normalize import (
     ConfidenceCalibrator,
     QuantileNormalizer,
@@ -69,20 +77,81 @@ def test_fusion_mean_max_weights_and_missing():
     assert Fusion("max")(four) == pytest.approx(0.9)
     without_clips = {k: v for k, v in four.items() if k != "clips"}
     assert Fusion()(without_clips) == pytest.approx(0.3)  # renormalised to 1/3 each
-    with pytest.raises(ValueError, match="fusion method"):
+    with pytest.raises(ValueError, match="Fusion.method must be one of"):
         Fusion("median")
 
 
-def test_level_cuts_hand_computed():
-    cuts = LevelCuts().fit([0.0, 1.0] * 5)  # mu = 0.5, sigma = 0.5
+def test_level_cuts_sigma_rule_hand_computed():
+    with pytest.warns(EmptyLevelWarning, match=r"level\(s\) \[1, 3, 5\] hold none of the 10"):
+        cuts = LevelCuts(rule="sigma").fit([0.0, 1.0] * 5)  # mu = 0.5, sigma = 0.5
     assert cuts.cuts_ == pytest.approx([-0.25, 0.25, 0.75, 1.25])
+    assert cuts.counts_ == {1: 0, 2: 5, 3: 0, 4: 5, 5: 0}
     assert [cuts.level(c) for c in (-0.3, 0.0, 0.25, 0.5, 1.0, 1.3)] == [1, 2, 3, 3, 4, 5]
-    custom = LevelCuts(offsets=(-1.0, 0.0, 1.0, 2.0)).fit([0.0, 1.0] * 5)
+    with pytest.warns(EmptyLevelWarning):
+        custom = LevelCuts(rule="sigma", offsets=(-1.0, 0.0, 1.0, 2.0)).fit([0.0, 1.0] * 5)
     assert custom.cuts_ == pytest.approx([0.0, 0.5, 1.0, 1.5])
     with pytest.raises(ValueError, match="all 10 fused confidences equal"):
         LevelCuts().fit([0.3] * 10)
-    with pytest.raises(ValueError, match=">= 10 fused step confidences, got 3"):
+    with pytest.raises(ValueError, match=r">= 10 fused step confidences \(min_count\), got 3"):
         LevelCuts().fit([0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="LevelCuts.rule must be one of"):
+        LevelCuts(rule="median").fit(np.arange(20.0))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        LevelCuts(offsets=(0.5, -0.5)).fit(np.arange(20.0))
+
+
+def test_level_cuts_quantile_rule_hand_computed():
+    assert [round(100 * normal_cdf(k), 2) for k in DEFAULT_CUT_OFFSETS] == [6.68, 30.85, 69.15,
+                                                                             93.32]
+    x = np.arange(101.0)  # the q-th quantile of 0..100 is 100 q
+    cuts = LevelCuts().fit(x)
+    assert cuts.rule == "quantile"
+    assert cuts.cuts_ == pytest.approx([100 * normal_cdf(k) for k in DEFAULT_CUT_OFFSETS])
+    assert cuts.counts_ == {1: 7, 2: 24, 3: 39, 4: 24, 5: 7}  # 0..6, 7..30, 31..69, ...
+    assert cuts.mean_ == pytest.approx(50.0) and cuts.std_ == pytest.approx(x.std())
+    np.testing.assert_array_equal(cuts.transform([0.0, 6.9, 30.86, 93.4, 200.0]), [1, 2, 3, 5, 5])
+
+
+def _demo_like_fused(n: int = 1677, seed: int = 0) -> np.ndarray:
+    """Skewed and clipped at 1, as the ShapesWorld demo's fused C (mu ~ .73, sigma ~ .2)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(1.05 - rng.gamma(2.0, 0.16, n), 0.0, 1.0)
+
+
+def test_quantile_rule_reaches_every_level_where_the_sigma_rule_cannot():
+    fused = _demo_like_fused()
+    assert fused.mean() + 1.5 * fused.std() > 1.0  # the sigma rule's top cut is out of reach
+    with pytest.warns(EmptyLevelWarning, match=r"level\(s\) \[5\]"):
+        sigma = LevelCuts(rule="sigma").fit(fused)
+    assert sigma.counts_[5] == 0
+    quantile = LevelCuts().fit(fused)
+    shares = np.array(list(quantile.counts_.values())) / fused.size
+    np.testing.assert_allclose(shares, [0.0668, 0.2417, 0.3829, 0.2417, 0.0668], atol=0.002)
+    with pytest.raises(ValueError, match=r"level\(s\) \[5\] hold none"):
+        LevelCuts(rule="sigma", empty_level="raise").fit(fused)
+
+
+def test_ties_at_the_top_warn_about_the_empty_level():
+    fused = np.r_[np.linspace(0.2, 0.9, 60), np.ones(40)]  # 40 % clipped at exactly 1
+    with pytest.warns(EmptyLevelWarning, match=r"level\(s\) \[4\]"):
+        cuts = LevelCuts().fit(fused)
+    assert cuts.counts_[4] == 0 and cuts.counts_[5] == 40
+
+
+def test_level_cuts_fitted_state_only_after_fit_and_input_untouched():
+    cuts = LevelCuts()
+    for attr in ("cuts_", "counts_", "mean_", "std_"):
+        assert not hasattr(cuts, attr)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        cuts.level(0.5)
+    x = np.linspace(0.0, 1.0, 30)
+    before = x.copy()
+    assert cuts.fit(x) is cuts
+    np.testing.assert_array_equal(x, before)
+    again = LevelCuts.from_dict(cuts.to_dict())
+    assert again == cuts and again.cuts_ == cuts.cuts_ and again.counts_ == cuts.counts_
+    unfitted = LevelCuts.from_dict(LevelCuts(rule="sigma").to_dict())
+    assert unfitted.rule == "sigma" and not hasattr(unfitted, "cuts_")
 
 
 def _raw_steps(n: int = 40, seed: int = 0) -> list[dict[str, float]]:
@@ -101,10 +170,10 @@ def test_calibrator_fit_transform_matches_the_parts(tmp_path):
     np.testing.assert_allclose([o.normalized["lnlp"] for o in out], expected_lnlp)
     fused = np.array([o.confidence for o in out])
     np.testing.assert_allclose(fused, [np.mean(list(o.normalized.values())) for o in out])
-    mu, sd = fused.mean(), fused.std()
-    expected_levels = 1 + np.searchsorted(mu + sd * np.array([-1.5, -0.5, 0.5, 1.5]), fused,
-                                          side="right")
+    q = np.quantile(fused, [0.0668072, 0.3085375, 0.6914625, 0.9331928])
+    expected_levels = 1 + np.searchsorted(q, fused, side="right")
     assert [o.level for o in out] == expected_levels.tolist()
+    assert cal.levels_.counts_ == {k: int((expected_levels == k).sum()) for k in range(1, 6)}
     loaded = ConfidenceCalibrator.load(cal.save(tmp_path / "calibrator.json"))
     again = loaded.transform(raw)
     assert [o.level for o in again] == [o.level for o in out]
@@ -134,3 +203,62 @@ def test_calibrator_load_rejects_other_json(tmp_path):
     path.write_text('{"hello": 1}')
     with pytest.raises(ValueError, match="not a saved ConfidenceCalibrator"):
         ConfidenceCalibrator.load(path)
+
+
+def test_calibrator_fit_sets_state_only_on_itself():
+    raw = _raw_steps()
+    frozen = [dict(r) for r in raw]
+    template = LevelCuts(rule="sigma", empty_level="warn")
+    cal = ConfidenceCalibrator(levels=template)
+    assert not cal.is_fitted and not hasattr(cal, "normalizers_") and not hasattr(cal, "levels_")
+    assert cal.fit(raw) is cal and cal.is_fitted
+    assert raw == frozen  # the reference set is not modified
+    assert not hasattr(template, "cuts_")  # the levels parameter is copied, never fitted
+    assert cal.levels_.rule == "sigma" and sum(cal.levels_.counts_.values()) == len(raw)
+    fresh = cal.clone()
+    assert fresh == cal and not fresh.is_fitted and fresh.levels is not cal.levels
+    unfitted = ConfidenceCalibrator.from_dict(ConfidenceCalibrator(normalizer="quantile").to_dict())
+    assert unfitted.normalizer == "quantile" and not unfitted.is_fitted
+    with pytest.raises(ValueError, match="ConfidenceCalibrator.estimators: unknown"):
+        ConfidenceCalibrator(estimators=("lnlp", "perplexity")).fit(raw)
+    with pytest.raises(ValueError, match="step 1 of the reference set is list"):
+        ConfidenceCalibrator().fit([raw[0], [1.0, 2.0]])
+
+
+def test_calibrator_round_trip_keeps_rule_and_counts(tmp_path):
+    raw = _raw_steps()
+    cal = ConfidenceCalibrator(normalizer="quantile").fit(raw)
+    loaded = ConfidenceCalibrator.load(cal.save(tmp_path / "calibrator.json"))
+    assert loaded == cal and loaded.levels_.rule == "quantile"
+    assert loaded.levels_.cuts_ == pytest.approx(cal.levels_.cuts_)
+    assert loaded.levels_.counts_ == cal.levels_.counts_
+    assert [o.level for o in loaded.transform(raw)] == [o.level for o in cal.transform(raw)]
+
+
+#: A calibrator JSON as written before the quantile rule (sigma cuts, no rule, no counts).
+OLD_SIGMA_FILE = {
+    "estimators": ["lnlp", "mte"], "normalizer": "robust_minmax", "lower_pct": 1.0,
+    "upper_pct": 99.0, "fusion": {"method": "mean", "weights": {}},
+    "levels": {"offsets": [-1.5, -0.5, 0.5, 1.5], "min_count": 10, "mean": 0.6, "std": 0.2,
+               "cuts": [0.3, 0.5, 0.7, 0.9]},
+    "normalizers": {
+        "lnlp": {"kind": "robust_minmax", "name": "lnlp", "uncertainty": True, "lower_pct": 1.0,
+                 "upper_pct": 99.0, "low": 1.0, "high": 3.0},
+        "mte": {"kind": "robust_minmax", "name": "mte", "uncertainty": True, "lower_pct": 1.0,
+                "upper_pct": 99.0, "low": 0.0, "high": 2.0}}}
+
+
+def test_old_sigma_rule_calibrator_files_still_load(tmp_path):
+    import json
+
+    path = tmp_path / "old.calibrator.json"
+    path.write_text(json.dumps(OLD_SIGMA_FILE))
+    cal = ConfidenceCalibrator.load(path)
+    assert cal.is_fitted and cal.levels.rule == "sigma" and cal.levels_.counts_ is None
+    assert cal.levels_.cuts_ == [0.3, 0.5, 0.7, 0.9]
+    # lnlp 2 -> c = .5, mte .4 -> c = .8: C = .65 (level 3); lnlp 1, mte 0 -> C = 1 (level 5)
+    out = cal.transform([{"lnlp": 2.0, "mte": 0.4}, {"lnlp": 1.0, "mte": 0.0}])
+    assert [o.confidence for o in out] == pytest.approx([0.65, 1.0])
+    assert [o.level for o in out] == [3, 5]
+    resaved = ConfidenceCalibrator.load(cal.save(tmp_path / "again.json"))
+    assert resaved.levels_.cuts_ == cal.levels_.cuts_ and resaved.levels_.rule == "sigma"

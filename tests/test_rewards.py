@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mmboundary.data.schema import ReferenceChain, Sample
-from mmboundary.text.statements import StatementParser
+from mmboundary.judging.rules import RuleConfig, StepRules
+from mmboundary.text import StatementParser
 from mmboundary.training.rewards import (
     confidence_self_calibration,
     confidence_self_calibration_reward,
@@ -73,9 +74,9 @@ NO_ANSWER = "There are two red circles, with total certainty."
 
 def make_analyzer(internal: float | None = None, **kwargs) -> StepAnalyzer:
     # tau 0.7: "So, the answer is 3" shares 4/6 words with "So, the answer is 2" (0.67): not correct
-    return StepAnalyzer(parse=StatementParser(similarity=Overlap()).parse, similarity=Overlap(),
-                        tau=0.7, internal=None if internal is None else FlatInternal(internal),
-                        **kwargs)
+    rules = StepRules(RuleConfig(judge="similarity", tau=0.7), similarity=Overlap())
+    return StepAnalyzer(parse=StatementParser(similarity=Overlap()).parse, rules=rules,
+                        internal=None if internal is None else FlatInternal(internal), **kwargs)
 
 
 def rewards(texts: list[str], internal: float = 0.9, sample: str = COLUMN) -> dict[str, list]:
@@ -132,7 +133,7 @@ def test_no_answer_step() -> None:
     assert r["ec"] == [pytest.approx(0.99)]
     assert r["fmt"] == [0.5]
     (analysis,) = make_analyzer().analyze([NO_ANSWER], [COLUMN])
-    assert analysis.answer is None and "no answer step" in analysis.problems
+    assert analysis.answer is None and any(p.startswith("no answer step") for p in analysis.problems)
 
 
 def test_unknown_correctness_is_none_like_trl() -> None:
@@ -207,7 +208,7 @@ def test_parser_failure_scores_low() -> None:
     def broken(text: str):
         raise RuntimeError("boom")
 
-    analyzer = StepAnalyzer(parse=broken, similarity=Overlap(), tau=0.7)
+    analyzer = StepAnalyzer(parse=broken, similarity=Overlap())
     assert expected_calibration_reward(["Anything."], [COLUMN], analyzer=analyzer) == [0.0]
     (analysis,) = analyzer.analyze(["Anything."], [COLUMN])
     assert analysis.problems[0].startswith("unparseable: RuntimeError")
@@ -231,3 +232,36 @@ def test_cs_bounds(pairs: list[tuple[float, float]]) -> None:
     value = confidence_self_calibration(e, i)
     assert 0.0 <= value <= 1.0
     assert confidence_self_calibration(e, e) == pytest.approx(1.0)
+
+
+def _synthetic_rollouts(seed: int = 0, n: int = 400, steps: int = 5) -> np.ndarray:
+    """Fused C of n rollouts x steps: concentrated around the middle, as a real model's C is."""
+    return np.clip(np.random.default_rng(seed).normal(0.5, 0.1, (n, steps)), 0.0, 1.0)
+
+
+def _mean_cs(expressed: np.ndarray, internal: np.ndarray) -> float:
+    return float(np.mean([confidence_self_calibration(e, i)
+                          for e, i in zip(expressed, internal, strict=True)]))
+
+
+def test_cs_on_the_level_scale_rewards_the_taught_levels_over_always_level_3() -> None:
+    """METHOD.md section 6's synthetic check: a model that states the level it was taught
+    (the level of its own C) against one that always states level 3 ("but I can't be entirely
+    sure", 0.5)."""
+    from mmboundary.confidence.fusion import LevelCuts
+    from mmboundary.text.statements import level_to_value
+
+    fused = _synthetic_rollouts()
+    cuts = LevelCuts().fit(fused.ravel())
+    values = np.vectorize(level_to_value)(cuts.transform(fused))  # (2k - 1) / 10
+    taught, middle = values, np.full_like(fused, 0.5)
+    noisy_fused = fused + np.random.default_rng(1).normal(0.0, 0.05, fused.shape)
+    noisy = np.vectorize(level_to_value)(cuts.transform(noisy_fused))  # levels learned roughly
+    # old scale, i_t = the raw fused C: the middle level wins (the bug)
+    assert _mean_cs(taught, fused) == pytest.approx(0.911, abs=0.005)
+    assert _mean_cs(middle, fused) == pytest.approx(0.920, abs=0.005)
+    assert _mean_cs(middle, fused) > _mean_cs(taught, fused)
+    # new scale, i_t = the level value of C: stating the taught level wins, even roughly learned
+    assert _mean_cs(taught, values) == pytest.approx(1.0)
+    assert _mean_cs(middle, values) == pytest.approx(0.85, abs=0.01)  # 1 - (.0668*.8 + .2417*.4)
+    assert _mean_cs(taught, values) > _mean_cs(noisy, values) > _mean_cs(middle, values)

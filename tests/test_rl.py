@@ -36,8 +36,11 @@ def test_config_checks(tmp_path: Path) -> None:
         RLConfig.from_dict({"alpha": 1.0, "alhpa": 2.0})
     with pytest.raises(ValueError, match="one > 0"):
         RLConfig(alpha=0, beta=0, gamma=0)
+    assert RLConfig().internal_scale == "level"
+    with pytest.raises(ValueError, match="RLConfig.internal_scale: expected 'level' or 'raw'"):
+        RLConfig(internal_scale="fused")
     (tmp_path / "m").mkdir()
-    base = dict(model=str(tmp_path / "m"), shapes_train=4)
+    base = dict(model=str(tmp_path / "m"), train_file="train.json")
     with pytest.raises(ValueError, match="calibrator"):
         RLConfig(**base).check_ready()
     with pytest.raises(ValueError, match="multiple of num_generations"):
@@ -52,40 +55,48 @@ def world(tiny_model_dir, tmp_path_factory):
     the reference chains (LNLP + MTE)."""
     import torch
 
-    from mmboundary.confidence.normalize import ConfidenceCalibrator
-    from mmboundary.data.shapes import make_samples
+    from mmboundary.confidence import ConfidenceCalibrator, InternalConfidenceScorer
     from mmboundary.models.vlm import VLM
-    from mmboundary.text.statements import parse_steps
-    from mmboundary.training.rl import ModelInternalConfidence, sample_image
+    from mmboundary.shapesworld.scenes import read_split, write_split
+    from mmboundary.text import parse_steps
+    from mmboundary.training.rl import sample_image
 
     torch.set_num_threads(1)
     model_dir = tiny_model_dir("llava")
-    samples = make_samples(6, seed=0)
+    split = write_split(tmp_path_factory.mktemp("world"), 6, "train", seed=0)
+    samples = read_split(split)
     vlm = VLM.from_pretrained(model_dir, device="cpu")
     texts = [" ".join(s.reference.steps) for s in samples]
     steps = [parse_steps(t) for t in texts]
-    scorer = ModelInternalConfidence(vlm, None)
-    responses = scorer.responses(samples, [sample_image(s, None) for s in samples], texts,
-                                 estimators=["lnlp", "mte"])
-    raw = [st.raw_scores for r in responses for st in r.steps]
-    assert len(raw) == sum(len(s) for s in steps) and all(set(r) == {"lnlp", "mte"} for r in raw)
-    calibrator = ConfidenceCalibrator(estimators=("lnlp", "mte")).fit(raw)
+    scorer = InternalConfidenceScorer(vlm, ConfidenceCalibrator(estimators=("lnlp", "mte")))
+    calibrator = scorer.fit_calibrator(samples, texts, [sample_image(s, None) for s in samples])
+    assert not scorer.errors and sum(calibrator.levels_.counts_.values()) == sum(map(len, steps))
     path = calibrator.save(tmp_path_factory.mktemp("cal") / "calibrator.json")
     return {"model": model_dir, "samples": samples, "texts": texts, "steps": steps,
-            "vlm": vlm, "calibrator": path}
+            "vlm": vlm, "calibrator": path, "train_file": str(split)}
 
 
-def test_internal_confidence_scores_each_step(world) -> None:
-    from mmboundary.confidence.normalize import ConfidenceCalibrator
-    from mmboundary.training.rl import ModelInternalConfidence
+def test_internal_confidence_scores_each_step_on_the_level_scale(world) -> None:
+    from mmboundary.confidence import ConfidenceCalibrator, InternalConfidenceScorer
+    from mmboundary.text.statements import level_to_value
+    from mmboundary.training.rl import sample_image
 
-    scorer = ModelInternalConfidence(world["vlm"], ConfidenceCalibrator.load(world["calibrator"]))
-    scores = scorer(world["samples"], [None] * 6, world["texts"], world["steps"])
+    calibrator = ConfidenceCalibrator.load(world["calibrator"])
+    images = [sample_image(s, None) for s in world["samples"]]
+    scorer = InternalConfidenceScorer(world["vlm"], calibrator)
+    raw = InternalConfidenceScorer(world["vlm"], calibrator, scale="raw")
+    scores = scorer(world["samples"], images, world["texts"], world["steps"])
+    fused = raw(world["samples"], images, world["texts"], world["steps"])
     assert [len(s) for s in scores] == [len(s) for s in world["steps"]]
-    flat = np.array([v for s in scores for v in s])
-    assert np.all((flat >= 0) & (flat <= 1)) and flat.std() > 0  # fitted on these very steps
-    again = scorer(world["samples"][:1], [None], world["texts"][:1], world["steps"][:1])
-    assert again[0] == pytest.approx(scores[0], abs=1e-3)  # batch padding: float noise only
+    flat, c = np.array([v for s in scores for v in s]), np.array([v for s in fused for v in s])
+    assert set(flat) <= {0.1, 0.3, 0.5, 0.7, 0.9} and len(set(flat)) >= 3
+    assert np.all((c >= 0) & (c <= 1)) and c.std() > 0  # fitted on these very steps
+    assert flat.tolist() == [level_to_value(calibrator.levels_.level(x)) for x in c]
+    again = raw(world["samples"][:1], images[:1], world["texts"][:1], world["steps"][:1])
+    assert again[0] == pytest.approx(fused[0], abs=1e-3)  # batch padding: float noise only
+    # steps that differ from the caller's (another parse) are unknown, never misaligned
+    short = scorer(world["samples"][:1], images[:1], world["texts"][:1], [world["steps"][0][:1]])
+    assert np.isnan(short[0]).all()
 
 
 def _read_log(path: Path) -> list[dict]:
@@ -100,7 +111,8 @@ def test_rl_run_via_cli_logs_rewards_and_saves_a_loadable_model(world, tmp_path:
 
     cfg = tmp_path / "rl.yaml"
     cfg.write_text(yaml.safe_dump({
-        "model": str(world["model"]), "output_dir": str(tmp_path / "out"), "shapes_train": 6,
+        "model": str(world["model"]), "output_dir": str(tmp_path / "out"),
+        "train_file": world["train_file"],
         "calibrator": str(world["calibrator"]), "max_steps": 2, "num_generations": 3,
         "per_device_train_batch_size": 3, "max_completion_length": 16, "lora_r": 4}))
     result = CliRunner().invoke(app, ["train", "rl", "--config", str(cfg)])
@@ -127,7 +139,7 @@ def test_full_finetune_ablation_without_cs(world, tmp_path: Path) -> None:
     from mmboundary.training.rl import train_rl
 
     config = RLConfig(model=str(world["model"]), output_dir=str(tmp_path / "out"),
-                      shapes_train=3, ablation="wo_cs", use_lora=False, kl_beta=0.1,
+                      train_file=world["train_file"], max_samples=3, ablation="wo_cs", use_lora=False, kl_beta=0.1,
                       max_steps=1, num_generations=3, per_device_train_batch_size=3,
                       max_completion_length=8)
     path = train_rl(config)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from mmboundary.data.schema import Response
-from mmboundary.data.shapes import load_image, read_split, write_split
-from mmboundary.text.statements import StatementBank, StatementParser, default_bank
+from mmboundary.shapesworld.scenes import load_image, read_split, write_split
+from mmboundary.text import StatementBank, StatementParser, default_bank
 from mmboundary.text.steps import split_steps
 from mmboundary.training.config import SFTConfig, field_docs
 from mmboundary.training.sft_data import build_sft

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from mmboundary.data.schema import Response
-from mmboundary.data.shapes import read_split, write_split
-from mmboundary.text.statements import StatementParser, default_bank, level_to_value
+from mmboundary.shapesworld.scenes import read_split, write_split
+from mmboundary.text import StatementParser, default_bank, level_to_value
 from mmboundary.text.steps import split_steps
 from mmboundary.training.llamafactory import (
     DATASET_INFO_ENTRY,

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmboundary.data.schema import Sample, extract_answer
-from mmboundary.data.shapes import (
+from mmboundary.shapesworld.scenes import (
     COLORS,
     NUMBER_WORDS,
     WorldConfig,

@@ -52,3 +52,45 @@ def test_cache_eviction_never_drops_texts_of_the_current_call(sim):
     both = small.encode(["a red circle", "blue", "green", "yellow", "two squares"])
     assert both.shape[0] == 5 and len(small._cache) == 3
     assert np.allclose(both[0], first[0], atol=1e-5) and np.allclose(both[4], first[1], atol=1e-5)
+
+
+def test_clear_cache_and_one_encode_pass_per_call(sim, monkeypatch):
+    calls: list[list[str]] = []
+    embed = sim._embed
+    monkeypatch.setattr(sim, "_embed", lambda texts: calls.append(list(texts)) or embed(texts))
+    sim.clear_cache()
+    a = ["red circle", "red circle", "two squares"]
+    b = ["a red circle", "red circle", "blue"]
+    sim.paired(a, b)
+    assert len(calls) == 1 and sorted(calls[0]) == sorted(set(a + b))  # each text once
+    sim.paired(a, b)
+    assert len(calls) == 1  # all cached
+    sim.clear_cache()
+    sim.pairwise(a, b)
+    assert len(calls) == 2 and len(calls[1]) == len(set(a + b))
+
+
+def test_batched_paired_equals_one_pair_at_a_time(sim):
+    a = ["The image shows two red circles.", "There are three shapes.", "So, the answer is 2."]
+    b = ["The image shows two circles.", "There are shapes.", "So, the is 2."]
+    sim.clear_cache()
+    batched = sim.paired(a, b)
+    single = []
+    for x, y in zip(a, b, strict=True):
+        sim.clear_cache()
+        single.append(sim.paired([x], [y])[0])
+    np.testing.assert_allclose(batched, single, atol=1e-6)
+
+
+def test_bfloat16_precision_is_opt_in_and_close_to_float32(sim):
+    assert sim.precision == "float32"
+    fast = default_similarity("bfloat16")
+    assert fast is not sim and fast.precision == "bfloat16"
+    a = ["The image shows two red circles.", "There are three shapes.", "a red circle"]
+    b = ["The image shows two circles.", "There are shapes.", "a dog on a beach"]
+    exact, approx = sim.paired(a, b), fast.paired(a, b)
+    assert approx.dtype == np.float32
+    np.testing.assert_allclose(approx, exact, atol=2e-3)
+    assert np.allclose(np.linalg.norm(fast.encode(a), axis=1), 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="precision"):
+        load_similarity(None, precision="int8")

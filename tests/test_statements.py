@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmboundary.text.statements import (
+from mmboundary.text import (
     LEVELS,
     StatementBank,
     StatementParser,
@@ -205,3 +205,20 @@ def test_held_out_paraphrases(parser: StatementParser) -> None:
     assert within_one >= 0.88, confusion
     assert confusion[:, 5].sum() <= 10, confusion
     assert false_alarms <= 3
+
+
+@pytest.mark.parametrize("text", ["So, the answer is I don't know.", "So the answer is not sure.",
+                                  "So, the answer is uncertain, maybe blue."])
+def test_an_answer_is_never_read_as_a_statement(parser: StatementParser, text: str) -> None:
+    """Issue #11: "So, the answer is I don't know." became the step "So" plus a level-2
+    statement, and the answer step vanished."""
+    from mmboundary.data.schema import extract_answer
+
+    step = parser.parse("The dog is big. " + text)[-1]
+    assert extract_answer(step.content) is not None
+    assert step.content.startswith("So")
+
+
+def test_a_statement_after_an_answer_is_still_read(parser: StatementParser) -> None:
+    step = parser.parse("So, the answer is 3, but I can't be entirely sure.")[0]
+    assert (step.content, step.expressed_confidence) == ("So, the answer is 3", 0.5)

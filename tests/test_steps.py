@@ -104,3 +104,24 @@ def test_align_step_without_tokens_gets_empty_span():
     steps = [Step(index=0, text="Hi.", start=0, end=3)]
     align_steps_to_tokens(steps, [])
     assert steps[0].token_start == steps[0].token_end == 0
+
+
+def test_inline_enumerated_list_does_not_split_off_the_marker() -> None:
+    """Issue #11: "2." alone was a step."""
+    text = "1. The image shows a cake. 2. The cake says 30. So, the answer is thirty"
+    assert [s.text for s in split_steps(text)] == [
+        "1. The image shows a cake.", "2. The cake says 30.", "So, the answer is thirty"]
+
+
+_LIST_ONLY = re.compile(r"^\(?(?:\d{1,3}|[A-Za-z])[.)]$")
+
+
+@given(st.lists(st.sampled_from(["The cake is red.", "There are 2 dogs.", "It costs 3.5 dollars.",
+                                 "Mr. Smith waves.", "So, the answer is 'warm'."]),
+                min_size=1, max_size=5),
+       st.sampled_from(["{n}. ", "{n}) ", "({n}) ", ""]), st.sampled_from([" ", "\n"]))
+def test_numbered_chains_split_one_step_per_item(items: list[str], marker: str, sep: str) -> None:
+    text = sep.join(marker.format(n=i + 1) + item for i, item in enumerate(items))
+    steps = split_steps(text)
+    assert [s.text for s in steps] == [marker.format(n=i + 1) + item for i, item in enumerate(items)]
+    assert not any(_LIST_ONLY.match(s.text) for s in steps)

@@ -208,7 +208,7 @@ def test_cli_generate_writes_resumes_and_records_errors(tiny_model_dir, tmp_path
 
     from mmboundary.cli import app
     from mmboundary.data.schema import Response
-    from mmboundary.data.shapes import write_split
+    from mmboundary.shapesworld.scenes import write_split
 
     split = write_split(tmp_path / "shapes", 3, "test")
     records = json.loads(split.read_text())
@@ -229,3 +229,17 @@ def test_cli_generate_writes_resumes_and_records_errors(tiny_model_dir, tmp_path
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "3 sample(s) were already done" in again.output
     assert len(out.read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("arch", [*ARCHS, "llava-next"])
+def test_prompt_token_count_equals_the_processor_for_every_prompt_and_image(arch, tiny_model_dir,
+                                                                          images):
+    """The input-length check counts image tokens once per image size (the processor is slow);
+    the count must still equal the processor's, prompt by prompt and size by size."""
+    vlm = _load(tiny_model_dir, arch)
+    prompts = [vlm.prompt_text(q) for q in QUESTIONS] + [vlm.prompt_text("word " * 40)]
+    for image in [*images, images[0].resize((33, 77))]:
+        for prompt in prompts:
+            exact = int(vlm.processor(text=[prompt], images=[[image]],
+                                      return_tensors="pt")["input_ids"].shape[1])
+            assert vlm.prompt_token_count(prompt, image) == exact, (arch, image.size)

@@ -9,13 +9,12 @@ import json
 import pytest
 import torch
 
-from mmboundary.data.shapes import (
-    make_samples,
-    shipped_world_clip_path,
-    shipped_world_model_path,
+from mmboundary.shapesworld.pretrain_clip import (
+    ClipPretrainConfig,
+    evaluate_world_clip,
+    pretrain_world_clip,
 )
-from mmboundary.text.matching import normalize_vqa_answer
-from mmboundary.training.world import (
+from mmboundary.shapesworld.pretrain_vlm import (
     PretrainConfig,
     WorldModelSpec,
     build_world_vlm,
@@ -27,11 +26,12 @@ from mmboundary.training.world import (
     response_loss,
     response_text,
 )
-from mmboundary.training.world_clip import (
-    ClipPretrainConfig,
-    evaluate_world_clip,
-    pretrain_world_clip,
+from mmboundary.shapesworld.scenes import (
+    make_samples,
+    shipped_world_clip_path,
+    shipped_world_model_path,
 )
+from mmboundary.text.matching import normalize_vqa_answer
 
 TINY = WorldModelSpec(hidden_size=32, intermediate_size=64, vision_hidden_size=32,
                       vocab_size=400)
@@ -94,8 +94,8 @@ def test_final_answer_reads_the_last_step() -> None:
 def test_clip_smoke_and_false_facts(tmp_path) -> None:
     import random
 
-    from mmboundary.data.shapes import describe
-    from mmboundary.training.world_clip import false_fact
+    from mmboundary.shapesworld.pretrain_clip import false_fact
+    from mmboundary.shapesworld.scenes import describe
 
     sample = make_samples(1, seed=0, split="test")[0]
     fact = false_fact(sample, random.Random(0))

@@ -12,7 +12,6 @@ over the replies actually fetched (cache hits cost nothing); ``None`` when a pri
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -34,10 +33,18 @@ from mmboundary.annotate.records import (
     output_form,
     record_id_key,
 )
-from mmboundary.data.io import JsonlWriter, read_jsonl, write_json_atomic
+from mmboundary.data.io import (
+    JsonlWriter,
+    check_own_jsonl,
+    read_jsonl,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
 
 log = logging.getLogger(__name__)
-CONFIG_FAILURES = frozenset({"auth", "not_found"})
+CONFIG_FAILURES = frozenset({"auth", "not_found", "unavailable"})
+"""Failure kinds every later request would share (bad key, wrong model or URL, server down or
+unreachable after the retries): ``abort_after_auth_failures`` of them in a row stop the run."""
 
 
 class AnnotationAborted(RuntimeError):
@@ -105,15 +112,12 @@ def _failed_ids(out_path: Path, id_key: str) -> set[str]:
 
 
 def _compact(out_path: Path, id_key: str) -> None:
-    """Keep the LAST line of each id (a retried record replaces its failed line), order kept."""
+    """Keep the LAST line of each id (a retried record replaces its failed line), order kept;
+    one atomic rewrite (a kill leaves the old file, and the next run removes the temporary)."""
     latest: dict[str, dict[str, Any]] = {}
     for record in read_jsonl(out_path):
         latest[str(record[id_key])] = record
-    text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
-                   for r in latest.values())
-    tmp = out_path.with_name(f".{out_path.name}.compact.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out_path)
+    write_jsonl_atomic(out_path, latest.values())
 
 
 def summary_path(out_path: str | Path) -> Path:
@@ -132,7 +136,8 @@ def annotate_items(
     """Annotate ``items`` into ``out_path`` (JSONL); returns the summary (also written to
     ``{out_path}.summary.json``). ``on_start(skipped, todo)`` is called once the output file was
     read; ``on_record(record)`` after each line is written. Raises ``AnnotationAborted`` after
-    ``config.abort_after_auth_failures`` consecutive 401/403/404 failures."""
+    ``config.abort_after_auth_failures`` consecutive failures of a ``CONFIG_FAILURES`` kind
+    (401/403, 404, unreachable)."""
     config = config or AnnotateConfig()
     prompts = prompts or PromptSet.load()
     out_path = Path(out_path)
@@ -140,6 +145,7 @@ def annotate_items(
     summary = AnnotateSummary(items=len(items))
     form = output_form(list(items))
     id_key = record_id_key(form)
+    check_own_jsonl(out_path, id_key)  # a foreign file is refused before it is read
     retry_ids = _failed_ids(out_path, id_key) if config.retry_failed else set()
     with JsonlWriter(out_path, resume=True, id_key=id_key) as writer:
         writer.done_ids -= retry_ids
@@ -181,8 +187,9 @@ def _run_pool(todo: list[AnnotationItem], backend: ChatBackend, prompts: PromptS
                 stop.set()
                 summary.aborted = (
                     f"stopped after {consecutive[0]} consecutive requests refused by the server "
-                    f"(last: {outcome.result['annotation']['error']}); fix the key, model or "
-                    "base URL and rerun: finished records are kept, failed ones are retried")
+                    f"or failing to reach it (last: {outcome.result['annotation']['error']}); "
+                    "fix the key, model, base URL or server and rerun: finished records are "
+                    "kept, failed ones are retried")
                 log.error("%s", summary.aborted)
         return outcome
 

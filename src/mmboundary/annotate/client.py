@@ -5,7 +5,9 @@ Images travel as base64 data URLs. Requests that fail for a passing reason (429,
 timeout, a dropped connection) are retried with exponential backoff and jitter, honouring the
 server's ``Retry-After``; requests that fail for a reason a retry cannot fix (401/403 bad key,
 404 unknown model or wrong URL, other 4xx) raise at once with the server's message. The API key is
-sent in the ``Authorization`` header only and is scrubbed from every message this module makes.
+sent in the ``Authorization`` header only; it, and any user name / password in the base URL, are
+masked (``mmboundary.data.redact``) in every message this module makes and in the HTTP client's
+log lines.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import io
 import logging
 import mimetypes
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,12 +28,13 @@ from typing import Any, Protocol
 
 import httpx
 
+from mmboundary.data.redact import redact_logs, redact_text, redact_url, url_secrets
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _SENDABLE_MIMES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
-_KEY_LIKE_RE = re.compile(r"\bsk-[A-Za-z0-9_\-*.]{4,}")  # OpenAI-style keys, masked or not
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,8 @@ class OpenAIChatClient:
         self.retry_after_max_s = retry_after_max_s
         self._sleep = sleep
         self._rng = random.Random(seed)
-        self._secret = api_key or None
+        self._secrets = [api_key or None, *url_secrets(self.base_url)]
+        redact_logs(self._secrets)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout_s), headers=headers,
@@ -200,17 +203,15 @@ class OpenAIChatClient:
         self.retries = 0
 
     def __repr__(self) -> str:
-        return f"OpenAIChatClient(model={self.model!r}, base_url={self.base_url!r})"
+        return f"OpenAIChatClient(model={self.model!r}, base_url={redact_url(self.base_url)!r})"
 
     def close(self) -> None:
         self._http.close()
 
     def redact(self, text: str) -> str:
-        """``text`` with the API key (and anything shaped like an ``sk-`` key, which servers echo
-        masked) replaced by ``***``."""
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return _KEY_LIKE_RE.sub("***", text)
+        """``text`` with the API key, the base URL's user info, and anything credential-shaped
+        (an ``sk-`` key, which servers echo masked; ``Bearer ...``) replaced by ``***``."""
+        return redact_text(text, self._secrets)
 
     def payload(self, request: ChatRequest) -> dict[str, Any]:
         return {"model": self.model, "messages": neutral_to_openai(request.messages, request.image),
@@ -245,9 +246,14 @@ class OpenAIChatClient:
         try:
             response = self._http.post(url, json=body)
         except httpx.TimeoutException:
-            return ChatError("unavailable", f"no reply from {url} within {self.timeout_s}s"), None
+            return ChatError("unavailable", self.redact(f"no reply from {url} within "
+                                                        f"{self.timeout_s}s")), None
+        except httpx.UnsupportedProtocol as err:
+            return ChatError("not_found", self.redact(f"bad base URL {url}: {err}")), None
         except httpx.TransportError as err:
             return ChatError("unavailable", self.redact(f"cannot reach {url}: {err}")), None
+        except httpx.InvalidURL as err:
+            return ChatError("not_found", self.redact(f"bad base URL {url}: {err}")), None
         status = response.status_code
         if status == 200:
             return self._reply(response), None

@@ -14,8 +14,9 @@ Two output forms, both read by ``mmboundary.data.loaders.load_annotated``:
 Review reasons (a record is flagged when any applies; thresholds are **ours**, configurable):
 ``answer disagreement`` (the last step's answer, normalised, matches no gold answer), ``no answer
 step``, ``too few steps``, ``unparseable reply``, ``reply truncated``, ``no gold answer``,
-``request failed``, ``image missing``. ``annotation.status`` is ``ok``, ``flagged`` or ``failed``
-(no usable reply: request failed or image missing; a rerun tries ``failed`` records again).
+``request failed``, ``image missing``, ``image unreadable``. ``annotation.status`` is ``ok``,
+``flagged`` or ``failed`` (no usable reply: request failed, image missing or unreadable; a rerun
+tries ``failed`` records again).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from mmboundary.annotate.prompts import (
     gold_answers,
     parse_chain_reply,
 )
+from mmboundary.data.images import BadImageError, check_image
+from mmboundary.data.redact import redact_text
 from mmboundary.data.schema import ReferenceChain, Sample
 
 
@@ -43,8 +46,9 @@ class AnnotateConfig:
     """Every knob of an annotation run, with its default.
 
     ``min_image_steps`` / ``min_reasoning_steps`` (answer step included) are **ours**: fewer steps
-    flag the record. ``abort_after_auth_failures``: that many consecutive 401/403/404 failures stop
-    the run (every other record would fail the same way). Prices are USD per 1M tokens; ``None``
+    flag the record. ``abort_after_auth_failures``: that many consecutive requests failing for a
+    reason every other record would share (401/403 key, 404 model or URL, server unreachable or
+    unavailable after the retries) stop the run. Prices are USD per 1M tokens; ``None``
     reports tokens only.
     """
 
@@ -164,6 +168,8 @@ def _image(item: AnnotationItem, config: AnnotateConfig) -> ImagePayload:
         raise FileNotFoundError(f"record {item.sample.id!r}: no image (field 'image' is empty)")
     if isinstance(source, (str, Path)) and not Path(source).is_file():
         raise FileNotFoundError(f"record {item.sample.id!r}: image {source} does not exist")
+    if isinstance(source, (str, Path)):
+        check_image(source, item.sample.id)  # BadImageError: never send a broken file
     return ImagePayload.from_source(source, config.image_max_side)
 
 
@@ -209,6 +215,8 @@ def _annotate(item: AnnotationItem, backend: ChatBackend, prompts: PromptSet,
     reasons: list[str] = result["review_reasons"]
     try:
         image = _image(item, config)
+    except BadImageError as err:
+        return _failed(outcome, "image", f"image unreadable: {err}")
     except (OSError, ValueError) as err:
         return _failed(outcome, "image", f"image missing: {err}")
     run_pass = _Pass(outcome, backend, image, config, reasons)
@@ -230,6 +238,7 @@ def _annotate(item: AnnotationItem, backend: ChatBackend, prompts: PromptSet,
 
 
 def _failed(outcome: Outcome, kind: str, message: str) -> Outcome:
+    message = redact_text(message)  # the output must never hold a credential
     outcome.result["needs_review"] = True
     outcome.result["review_reasons"].append(message)
     outcome.result["annotation"].update(status="failed", error=message, error_kind=kind)

@@ -40,7 +40,9 @@ def _dry_run(items: list, model: str, base_url: str | None, backend: Backend, co
             "<image missing: pass --images DIR>"
     except OSError as err:
         image = f"<image missing: {err}>"
-    where = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    from mmboundary.data.redact import redact_url
+
+    where = redact_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
     typer.echo(f"# dry run: nothing is sent. backend={backend.value} model={model}"
                + (f" url={where}/chat/completions" if backend is Backend.openai else ""))
     typer.echo(f"# {len(items)} sample(s); params {config.params()}")
@@ -75,7 +77,8 @@ def annotate(
     model: str | None = typer.Option(None, "--model", help="Model name (openai; default env "
                                      "MMBOUNDARY_ANNOTATE_MODEL, else gpt-4o) or folder (hf)."),
     base_url: str | None = typer.Option(None, "--base-url", help="Server URL ending in /v1 "
-                                        "(default env OPENAI_BASE_URL, else the OpenAI API)."),
+                                        "(default env OPENAI_BASE_URL, else the OpenAI API). A "
+                                        "user:password in it is used, never printed."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Name of the "
                                     "environment variable holding the API key (never printed)."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests in flight."),
@@ -93,8 +96,10 @@ def annotate(
                                    "json_object (OpenAI, vLLM)."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for one reply."),
     max_retries: int = typer.Option(5, "--max-retries", help="Retries on 429/5xx/timeouts."),
-    abort_after: int = typer.Option(3, "--abort-after", help="Stop after this many consecutive "
-                                    "401/403/404 refusals."),
+    abort_after: int = typer.Option(3, "--abort-after", min=1, help="Stop (exit code 2) after "
+                                    "this many consecutive requests that every record would "
+                                    "fail alike: 401/403 (key), 404 (model or URL), server "
+                                    "unreachable or unavailable after --max-retries."),
     price_input: float | None = typer.Option(None, "--price-input", help="USD per 1M prompt "
                                              "tokens (for the cost summary)."),
     price_output: float | None = typer.Option(None, "--price-output", help="USD per 1M "
@@ -106,12 +111,18 @@ def annotate(
 ) -> None:
     """Annotate reference chains with an LLM: pass 1 writes image-level facts and reasoning steps
     ending in "So, the answer is X"; pass 2 removes redundant, irrelevant or wrong steps. Records
-    to check by hand are flagged needs_review with reasons."""
+    to check by hand are flagged needs_review with reasons.
+
+    Exit code 0 when at least one record was annotated (failed ones are retried by a rerun), 1
+    when every attempted record failed, 2 when the input cannot be used or the server refused
+    --abort-after requests in a row. --out must be a new file or an output of ours."""
     from mmboundary.annotate.annotate import AnnotationAborted
     from mmboundary.annotate.inputs import load_items, problem_summary
     from mmboundary.annotate.prompts import PromptSet
     from mmboundary.annotate.records import AnnotateConfig
+    from mmboundary.cli.common import require_dir
 
+    require_dir(images, "--images")
     items, loaded = load_items(data, dataset=dataset, images_dir=images, limit=limit)
     for line in problem_summary(loaded.problems):
         typer.echo(line, err=True)
@@ -140,10 +151,19 @@ def annotate(
     try:
         summary = _run(items, chat, out, prompts, config)
     except AnnotationAborted as err:
+        from mmboundary.data.failures import EXIT_BAD_INPUT
+        from mmboundary.data.redact import redact_text
+
         _print_summary(err.summary, out)
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        typer.echo(f"error: {redact_text(str(err))}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     _print_summary(summary, out)
+    if summary.failed and not (summary.ok + summary.flagged + summary.skipped_done):
+        from mmboundary.data.failures import NothingSucceededError
+
+        reasons = ", ".join(f"{k}: {v}" for k, v in summary.reasons.items())
+        raise NothingSucceededError(f"{out}: nothing succeeded: all {summary.failed} attempted "
+                                    f"record(s) failed ({reasons})")
 
 
 def _make_backend(backend: Backend, model: str, base_url: str | None, api_key_env: str,

@@ -96,10 +96,15 @@ def stats_command(
     as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
     show_ids: int = typer.Option(20, "--show-ids", help="How many record ids to list per notice."),
 ) -> None:
-    """Count records, steps per level, answer forms and problems in an annotated file."""
+    """Count records, steps per level, answer forms and problems in an annotated file.
+
+    Exit code 0 when at least one record loaded, 1 when every record failed to load (each is
+    listed), 2 when the file cannot be read (empty, not JSON, unknown format)."""
+    from mmboundary.cli.common import require_dir
     from mmboundary.data.loaders import DataLoadError, load_annotated
     from mmboundary.data.stats import dataset_stats
 
+    require_dir(images, "--images")
     try:
         result = load_annotated(file, dataset=dataset, images_dir=images, reference=reference)
     except (DataLoadError, FileNotFoundError, ValueError) as err:
@@ -108,11 +113,16 @@ def stats_command(
     stats = dataset_stats(result)
     if as_json:
         typer.echo(json.dumps(stats, indent=2, ensure_ascii=False))
-        return
-    console = Console(width=max(Console().width, 100))
-    console.print(_counts_table(stats))
-    console.print(_steps_table(stats))
-    _print_problems(console, stats, show_ids)
+    else:
+        console = Console(width=max(Console().width, 100))
+        console.print(_counts_table(stats))
+        console.print(_steps_table(stats))
+        _print_problems(console, stats, show_ids)
+    if not result.samples:
+        from mmboundary.data.failures import NothingSucceededError
+
+        raise NothingSucceededError(f"{file}: none of its {result.records} record(s) loaded as "
+                                    f"{result.dataset} ({len(result.errors)} error(s))")
 
 
 def convert_command(
@@ -126,10 +136,14 @@ def convert_command(
     allow_errors: bool = typer.Option(False, "--allow-errors",
                                       help="Write the records that loaded even if others failed."),
 ) -> None:
-    """Convert an annotated file to our Sample JSONL (what every later stage reads)."""
-    from mmboundary.data.io import write_jsonl_atomic
+    """Convert an annotated file to our Sample JSONL (what every later stage reads). OUT must be
+    a new file or a Sample JSONL of ours (anything else is refused and left unchanged)."""
+    from mmboundary.cli.common import require_dir
+    from mmboundary.data.io import check_own_jsonl, write_jsonl_atomic
     from mmboundary.data.loaders import DataLoadError, load_annotated
 
+    require_dir(images, "--images")
+    check_own_jsonl(out, "id")
     try:
         result = load_annotated(file, dataset=dataset, images_dir=images, reference=reference,
                                 require_images=require_images)

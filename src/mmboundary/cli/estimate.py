@@ -19,8 +19,11 @@ from mmboundary.cli.common import (
     DATASET_HELP,
     DEVICE_HELP,
     DTYPE_HELP,
+    EXIT_HELP,
     IMAGES_HELP,
+    MAX_SHOWN,
     load_samples,
+    report_failure,
 )
 
 ESTIMATORS_HELP = "Comma-separated estimators: lnlp, mte, tokensar, clips (default: all four)."
@@ -49,23 +52,55 @@ def _template(estimators: tuple[str, ...], fusion: str, normalizer: str) -> Any:
         raise typer.BadParameter(str(err)) from err
 
 
+def _read_response_records(path: Path) -> list[tuple[str, Any]]:
+    """(where, record) of each record of a --responses file; bad lines are error lines."""
+    from mmboundary.data.failures import InputError, RecordFailure
+    from mmboundary.data.io import iter_jsonl_lines
+
+    if path.suffix == ".json":
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise InputError(f"--responses {path}: not JSON: {err}") from None
+        if not isinstance(records, list):
+            raise InputError(f"--responses {path}: expected a JSON list of records")
+        return [(f"{path}: record {i}", r) for i, r in enumerate(records)]
+    out: list[tuple[str, Any]] = []
+    for number, item in iter_jsonl_lines(path):
+        if isinstance(item, dict):
+            out.append((f"{path}:{number}", item))
+        else:
+            report_failure(RecordFailure(None, "<line>", "torn_line" if item.torn else
+                                         "invalid_json", item.message, f"{path}:{number}"))
+    if not out:
+        raise InputError(f"--responses {path}: no record could be read")
+    return out
+
+
 def _load_responses(path: Path, rescore: bool) -> dict[str, Any]:
-    """sample id -> text (or the generate line's Response, to reuse its token statistics)."""
-    from mmboundary.data.io import read_jsonl
+    """sample id -> text (or the generate line's Response, to reuse its token statistics, or the
+    ``RecordFailure`` of a line that is not a valid Response: recorded as that sample's error)."""
+    from pydantic import ValidationError
+
+    from mmboundary.data.failures import RecordFailure, validation_failure
     from mmboundary.data.schema import Response
 
-    records = json.loads(path.read_text()) if path.suffix == ".json" else list(read_jsonl(path))
     out: dict[str, Any] = {}
-    for i, rec in enumerate(records, start=1):
-        sid = rec.get("sample_id", rec.get("id"))
-        text = rec.get("text", rec.get("response"))
-        if sid is None or text is None:
-            raise typer.BadParameter(f"--responses {path}: record {i} needs 'sample_id' (or "
-                                     "'id') and 'text' (or 'response')")
+    for where, rec in _read_response_records(path):
+        sid = rec.get("sample_id", rec.get("id")) if isinstance(rec, dict) else None
+        text = rec.get("text", rec.get("response")) if isinstance(rec, dict) else None
+        if sid is None or not isinstance(text, str):
+            report_failure(RecordFailure(None if sid is None else str(sid), "sample_id/text",
+                                         "invalid_record", "needs 'sample_id' (or 'id') and "
+                                         "'text' (or 'response') as a string", where))
+            continue
         if str(sid) in out or (rec.get("meta") or {}).get("error"):
             continue  # first response per sample; generate's error lines carry no text
         if rec.get("token_stats") and not rescore:
-            out[str(sid)] = Response.model_validate(rec)
+            try:
+                out[str(sid)] = Response.model_validate(rec)
+            except ValidationError as err:
+                out[str(sid)] = validation_failure(err, {**rec, "sample_id": sid}, where)
         else:
             out[str(sid)] = str(text)
     return out
@@ -101,6 +136,10 @@ def estimate_callback(
     similarity: str | None = typer.Option(
         None, "--similarity", help="Similarity model folder for TokenSAR (default: offline "
         "all-MiniLM-L6-v2)."),
+    similarity_precision: str = typer.Option(
+        "float32", "--similarity-precision", help="float32 (default) or bfloat16: bf16 halves "
+        "TokenSAR's time on CPUs with bf16 units (fused C Spearman 0.99998 vs float32; "
+        "docs/PERFORMANCE.md)."),
     clip: Path | None = typer.Option(None, "--clip", help="CLIP model folder (needed for clips)."),
     calibrator: Path | None = typer.Option(
         None, "--calibrator", help="A fitted calibrator JSON to apply (default: fit one on this "
@@ -125,7 +164,11 @@ def estimate_callback(
     dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Score every step's internal confidence (LNLP, MTE, TokenSAR, CLIPS), normalise, fuse, level."""
+    """Score every step's internal confidence (LNLP, MTE, TokenSAR, CLIPS), normalise, fuse, level.
+
+    A sample that cannot be scored (image missing or not decodable, input longer than the
+    model's context, empty response, NaN statistics) is an error line and the run goes on. --out
+    must be a new file or an output of ours (anything else is refused and left unchanged)."""
     if ctx.invoked_subcommand is not None:
         return
     missing = [n for n, v in (("--model", model), ("--data", data), ("--out", out)) if v is None]
@@ -142,16 +185,18 @@ def estimate_callback(
         default_image_loader,
         estimate_dataset,
     )
+    from mmboundary.data.io import check_own_jsonl
     from mmboundary.models.clip import ClipScorer
     from mmboundary.models.similarity import load_similarity
     from mmboundary.models.vlm import VLM
 
     fitted = ConfidenceCalibrator.load(calibrator) if calibrator is not None else None
     samples = load_samples(data, dataset, images)
+    check_own_jsonl(out, "sample_id")  # refuse a foreign --out before loading any model
     texts = _load_responses(responses, rescore) if responses is not None else None
     vlm = VLM.from_pretrained(model, device=device, dtype=dtype)
-    sim = load_similarity(similarity, device=None if device == "auto" else device) \
-        if "tokensar" in names else None
+    sim = load_similarity(similarity, device=None if device == "auto" else device,
+                          precision=similarity_precision) if "tokensar" in names else None
     scorer = ClipScorer.from_pretrained(clip, device=str(vlm.device)) if "clips" in names else None
     config = EstimateConfig(estimators=names, include_question=include_question,
                             instruction=instruction, max_new_tokens=max_new_tokens,
@@ -160,8 +205,32 @@ def estimate_callback(
                                calibrator=fitted, template=template,
                                image_loader=default_image_loader(images), config=config,
                                num_shards=num_shards, shard_index=shard_index, limit=limit,
-                               progress=progress)
+                               progress=progress, on_failure=_failure_printer())
     _print_summary(summary)
+    _exit_if_nothing_succeeded(summary)
+
+
+def _failure_printer() -> Any:
+    """An ``on_failure`` callback: the first failures as error lines, then a count at the end."""
+    shown = [0]
+
+    def show(failure: Any) -> None:
+        shown[0] += 1
+        if shown[0] <= MAX_SHOWN:
+            report_failure(failure)
+        elif shown[0] == MAX_SHOWN + 1:
+            typer.echo("error: ... more failed records (counted in the summary)", err=True)
+
+    return show
+
+
+def _exit_if_nothing_succeeded(summary: Any) -> None:
+    from mmboundary.data.failures import NothingSucceededError
+
+    if summary.responses and summary.failed == summary.responses:
+        reasons = ", ".join(f"{k}: {v}" for k, v in summary.failures.items())
+        raise NothingSucceededError(f"{summary.out}: nothing succeeded: all {summary.failed} "
+                                    f"record(s) failed ({reasons}); no calibrator was fitted")
 
 
 def merge_command(
@@ -175,18 +244,26 @@ def merge_command(
     normalizer: str = typer.Option("robust_minmax", "--normalizer",
                                    help="Per-estimator normaliser: robust_minmax or quantile."),
 ) -> None:
-    """Join shard outputs (first line per sample wins), fit or apply the calibrator, fill levels."""
+    """Join shard outputs (first line per sample wins), fit or apply the calibrator, fill levels.
+    OUT must be a new file or an output of ours."""
     from mmboundary.confidence.normalize import ConfidenceCalibrator
-    from mmboundary.confidence.pipeline import merge_outputs
+    from mmboundary.confidence.outputs import merge_outputs
+    from mmboundary.data.failures import NothingSucceededError
+    from mmboundary.data.io import check_own_jsonl, read_jsonl
 
+    check_own_jsonl(out, "sample_id")
     template = _template(_parse_estimators(estimators), fusion, normalizer)
     fitted = ConfidenceCalibrator.load(calibrator) if calibrator is not None else None
+    if not any("error" not in (r.get("meta") or {}) for p in inputs for r in read_jsonl(p)):
+        raise NothingSucceededError(f"no line of the {len(inputs)} shard output(s) succeeded; "
+                                    "nothing to merge")
     _print_summary(merge_outputs(inputs, out, fitted, template=template))
 
 
 def register(app: typer.Typer) -> None:
     estimate_app = typer.Typer(help="Step-level internal confidence (LNLP, MTE, TokenSAR, CLIPS).",
-                               invoke_without_command=True, no_args_is_help=False)
+                               invoke_without_command=True, no_args_is_help=False,
+                               epilog=EXIT_HELP)
     estimate_app.callback(invoke_without_command=True)(estimate_callback)
     estimate_app.command("merge")(merge_command)
     app.add_typer(estimate_app, name="estimate")

@@ -25,7 +25,8 @@ def build_sft_command(
     out: Path = typer.Option(..., "--out", file_okay=False,
                              help="Output folder: hf/ (TRL dataset), records.jsonl, summary.json."),
     images: Path | None = typer.Option(None, "--images", file_okay=False,
-                                       help="Images folder (default: the data file's folder)."),
+                                       help="Images folder (default: the data file's folder); "
+                                            "must exist."),
     mode: str = typer.Option("statement", "--mode", callback=_mode,
                              help="statement: bank statements (MMBoundary); numeric: "
                                   "'(confidence 0.7)' (ablation w/o S-S mapping)."),
@@ -41,15 +42,30 @@ def build_sft_command(
                                     help="LLaMA-Factory template (qwen2_vl, llava_next, ...)."),
 ) -> None:
     """Build the stage-1 SFT set: each step of the vanilla model's own responses followed by the
-    statement of its confidence level."""
+    statement of its confidence level.
+
+    A response whose sample is not in --data, or whose image is missing or not decodable, is an
+    error line and is skipped; the others are built. Exit code 1 when no record could be built,
+    2 when an input cannot be used."""
     from rich import print as rprint
 
+    from mmboundary.cli.common import require_dir
     from mmboundary.text.statements import StatementBank
-    from mmboundary.training.sft_data import build_sft
+    from mmboundary.training.sft_data import build_sft_records, save_sft_dataset
 
-    out_dir, summary, records = build_sft(
-        estimates, data, out, images_dir=images, mode=mode, seed=seed,  # type: ignore[arg-type]
+    require_dir(images, "--images")
+    images_dir = images if images is not None else data.parent
+    samples, responses = _screened_inputs(estimates, data, images_dir)
+    records, summary = build_sft_records(
+        responses, samples, images_dir=images_dir, mode=mode, seed=seed,  # type: ignore[arg-type]
         bank=StatementBank.load(bank) if bank else None)
+    if not records:
+        from mmboundary.data.failures import NothingSucceededError
+
+        raise NothingSucceededError(f"{estimates}: no SFT record could be built "
+                                    f"({summary.skipped_failed} failed and "
+                                    f"{summary.skipped_empty} step-less responses)")
+    out_dir = save_sft_dataset(records, summary, out)
     rprint(f"[green]{summary.records} records[/green] ({summary.steps} steps; levels "
            f"{summary.levels}; skipped {summary.skipped_failed} failed, {summary.skipped_empty} "
            f"empty) -> {out_dir}")
@@ -59,6 +75,50 @@ def build_sft_command(
         yaml_path = export_llamafactory(records, llamafactory, model=lf_model, template=lf_template)
         rprint(f"LLaMA-Factory export: {yaml_path.parent} (train with "
                f"`llamafactory-cli train {yaml_path}`)")
+
+
+def _screened_inputs(estimates: Path, data: Path, images_dir: Path) -> tuple[list, list]:
+    """The samples of ``data`` and the responses of ``estimates``, each response whose sample is
+    unknown or whose image is missing / not decodable turned into a failure line (reported on
+    stderr, then skipped by ``build_sft_records`` as failed)."""
+    from mmboundary.cli.common import load_samples, report_failures
+    from mmboundary.data.failures import FailureTally, RecordFailure
+    from mmboundary.data.images import BadImageError, check_image, resolve_image
+    from mmboundary.data.io import read_responses
+
+    samples = load_samples(data, None, images_dir)
+    by_id = {s.id: s for s in samples}
+    failures: list[RecordFailure] = []
+    responses = read_responses(estimates, on_bad_record=failures.append)
+    if not responses and not failures:
+        from mmboundary.data.failures import InputError
+
+        raise InputError(f"--estimates {estimates}: the file holds no responses")
+    screened = []
+    for r in responses:
+        failure = None
+        sample = by_id.get(r.sample_id)
+        if "error" in r.meta:
+            pass
+        elif sample is None:
+            failure = RecordFailure(r.sample_id, "sample_id", "unknown_sample",
+                                    f"no sample with this id in {data}")
+        else:
+            try:
+                check_image(resolve_image(sample, images_dir), sample.id)
+            except FileNotFoundError as err:
+                failure = RecordFailure(r.sample_id, "image", "missing_image", str(err))
+            except BadImageError as err:
+                failure = RecordFailure(r.sample_id, "image", "bad_image", str(err))
+        if failure is not None:
+            failures.append(failure)
+            r = r.model_copy(update={"meta": {**r.meta, **failure.to_meta()}})
+        screened.append(r)
+    report_failures(failures)
+    if failures:
+        reasons = FailureTally(failures=failures).by_reason
+        typer.echo(f"{len(failures)} response(s) skipped: {reasons}", err=True)
+    return samples, screened
 
 
 @statements_app.command("show")
@@ -92,7 +152,7 @@ def parse(text: str = typer.Argument(..., help="A response (one or more sentence
     from rich.console import Console
     from rich.table import Table
 
-    from mmboundary.text.statements import StatementParser
+    from mmboundary.text import StatementParser
 
     parser = StatementParser(threshold=threshold, mode=mode, rule=rule)  # type: ignore[arg-type]
     table = Table("step", "content", "statement", "confidence")

@@ -11,7 +11,7 @@ def make_tiny_command(
     out: Path = typer.Argument(..., help="Folder to save the model, tokenizer and processor in."),
     arch: str = typer.Option(
         "qwen2-vl", "--arch",
-        help="Architecture: qwen2-vl, qwen2.5-vl, llava, idefics3 or clip."),
+        help="Architecture: qwen2-vl, qwen2.5-vl, llava, llava-next, idefics3 or clip."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
     hidden_size: int = typer.Option(64, "--hidden-size", help="Text model hidden size."),
     num_layers: int = typer.Option(2, "--num-layers", help="Text model layers."),

@@ -52,4 +52,7 @@ def train_rl_command(
                   f"G={cfg.num_generations}, lr={cfg.learning_rate}, kl_beta={cfg.kl_beta})")
     path = train_rl(cfg)
     summary = Path(cfg.output_dir) / "rl_summary.json"
-    console.print(f"model saved to {path}; reward summary in {summary}")
+    from mmboundary.cli.common import is_main_process
+
+    if is_main_process():
+        console.print(f"model saved to {path}; reward summary in {summary}")

@@ -46,8 +46,11 @@ def sft_command(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     path = train_sft(cfg)
-    rprint(f"[green]stage-1 model saved to {path}[/green] (loss log: "
-           f"{Path(cfg.output_dir) / 'train_log.json'})")
+    from mmboundary.cli.common import is_main_process
+
+    if is_main_process():
+        rprint(f"[green]stage-1 model saved to {path}[/green] (loss log: "
+               f"{Path(cfg.output_dir) / 'train_log.json'})")
 
 
 def register(train_app: typer.Typer) -> None:

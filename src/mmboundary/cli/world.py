@@ -44,7 +44,7 @@ def make(
     seed: int = typer.Option(0, "--seed", help="World seed (same seed = same samples)."),
 ) -> None:
     """Write N ShapesWorld samples (PNG images + a Sample JSON that load_annotated reads)."""
-    from mmboundary.data.shapes import write_split
+    from mmboundary.shapesworld.scenes import write_split
 
     path = write_split(out, n, split, seed)
     typer.echo(f"wrote {n} {split} samples to {path}")
@@ -73,8 +73,12 @@ def pretrain(
 
     The training stream is the train split of world seed = --seed (fresh samples every step).
     """
-    from mmboundary.data.shapes import make_samples, shipped_world_clip_path
-    from mmboundary.training.world import PretrainConfig, evaluate_world_vlm, pretrain_world_vlm
+    from mmboundary.shapesworld.pretrain_vlm import (
+        PretrainConfig,
+        evaluate_world_vlm,
+        pretrain_world_vlm,
+    )
+    from mmboundary.shapesworld.scenes import make_samples, shipped_world_clip_path
 
     vision = {"none": None, "shipped": None}.get(vision_init.lower(), vision_init)
     if vision_init.lower() == "shipped" and init_from is None:
@@ -107,12 +111,12 @@ def pretrain_clip(
                                      help="Held-out test images for the cosine signal (0 = skip)."),
 ) -> None:
     """Pretrain the world CLIP contrastively on (image, image-level fact) pairs."""
-    from mmboundary.data.shapes import make_samples
-    from mmboundary.training.world_clip import (
+    from mmboundary.shapesworld.pretrain_clip import (
         ClipPretrainConfig,
         evaluate_world_clip,
         pretrain_world_clip,
     )
+    from mmboundary.shapesworld.scenes import make_samples
 
     cfg = ClipPretrainConfig(steps=steps, batch_size=batch_size, seed=seed, world_seed=seed,
                              threads=threads)
@@ -138,9 +142,9 @@ def evaluate(
     threads: int = typer.Option(1, "--threads", help="torch threads."),
 ) -> None:
     """Accuracy of a world VLM (by question kind and format), or the signal of a world CLIP."""
-    from mmboundary.data.shapes import make_samples, shipped_world_model_path
-    from mmboundary.training.world import evaluate_world_vlm
-    from mmboundary.training.world_clip import evaluate_world_clip
+    from mmboundary.shapesworld.pretrain_clip import evaluate_world_clip
+    from mmboundary.shapesworld.pretrain_vlm import evaluate_world_vlm
+    from mmboundary.shapesworld.scenes import make_samples, shipped_world_model_path
 
     model = model or shipped_world_model_path()
     config = json.loads((Path(model) / "config.json").read_text())

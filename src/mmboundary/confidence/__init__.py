@@ -1,5 +1,6 @@
 """Step-level internal confidence (METHOD.md sections 2-3): four estimators, normalisers,
-fusion, levels, and the pipeline that scores responses from one model pass.
+fusion, levels, the pipeline that scores responses from one model pass, and the one
+``InternalConfidenceScorer`` that RL, the baselines and the demo share.
 
 Cheap to import (numpy only); models load inside the functions that need them.
 """
@@ -22,7 +23,15 @@ from mmboundary.confidence.estimators import (
     token_sar,
     tokensar_similarities,
 )
-from mmboundary.confidence.fusion import Fusion, LevelCuts, fuse_max, fuse_mean
+from mmboundary.confidence.fusion import (
+    LEVEL_RULES,
+    EmptyLevelWarning,
+    Fusion,
+    LevelCuts,
+    fuse_max,
+    fuse_mean,
+    normal_cdf,
+)
 from mmboundary.confidence.normalize import (
     ConfidenceCalibrator,
     QuantileNormalizer,
@@ -44,14 +53,17 @@ from mmboundary.confidence.pipeline import (
     estimate_dataset,
     estimate_steps,
 )
+from mmboundary.confidence.scorer import InternalConfidenceScorer, internal_value
 
 __all__ = [
-    "ESTIMATORS", "CLIPScore", "ConfidenceCalibrator", "EstimateConfig", "EstimateSummary",
-    "Estimator", "Fusion", "LengthNormalizedPerplexity", "LevelCuts", "MeanTokenEntropy",
+    "ESTIMATORS", "LEVEL_RULES", "CLIPScore", "ConfidenceCalibrator", "EmptyLevelWarning",
+    "EstimateConfig", "EstimateSummary", "Estimator", "Fusion", "InternalConfidenceScorer",
+    "LengthNormalizedPerplexity", "LevelCuts", "MeanTokenEntropy",
     "QuantileNormalizer", "RobustMinMaxNormalizer", "SampleError", "StepConfidence", "StepInput",
     "StepStatistics", "TokenSAR", "apply_calibrator", "calibrator_path_for", "clip_score",
     "compute_statistics", "estimate", "estimate_batch", "estimate_dataset", "estimate_steps",
     "failed", "finalize_output", "fuse_max", "fuse_mean", "get_estimators",
-    "length_normalized_perplexity", "mean_token_entropy", "merge_outputs",
+    "internal_value", "length_normalized_perplexity", "mean_token_entropy", "merge_outputs",
+    "normal_cdf",
     "token_sar", "tokensar_similarities",
 ]

@@ -156,29 +156,29 @@ def tokensar_similarities(steps: Sequence[StepInput], similarity: PairedSimilari
 
     s = the step content alone **(ours: default)**, or question + " " + step content when
     ``include_question`` (closer to the original TokenSAR, which scores the whole generation
-    in its context). Duplicate (s, variant) pairs are scored once.
+    in its context). Identical (s, variant) pairs anywhere in the batch (repeated steps, a token
+    whose removal leaves s unchanged) are scored once; a bi-encoder then embeds each distinct
+    text once, in length-sorted batches (``BiEncoderSimilarity.paired``). Values equal one
+    ``paired([s], [variant])`` call per token (tests/test_estimators.py).
     """
-    pairs: list[tuple[str, str]] = []
+    index: dict[tuple[str, str], int] = {}  # distinct (s, variant) pair -> its score's position
+    positions: list[int] = []
+    lengths: list[int] = []
     for step in steps:
         prefix = f"{_squash(step.question)} " if include_question and step.question else ""
         s = prefix + _squash(step.content)
-        pairs.extend((s, prefix + v) for v in token_removal_variants(step.content,
-                                                                      step.token_spans))
-    unique = list(dict.fromkeys(pairs))
-    scores: np.ndarray = np.zeros(0)
-    if unique:
-        scores = np.asarray(similarity.paired([p[0] for p in unique], [p[1] for p in unique]),
+        variants = token_removal_variants(step.content, step.token_spans)
+        positions.extend(index.setdefault((s, prefix + v), len(index)) for v in variants)
+        lengths.append(len(variants))
+    scores = np.zeros(0, dtype=np.float64)
+    if index:
+        scores = np.asarray(similarity.paired([p[0] for p in index], [p[1] for p in index]),
                             dtype=np.float64)
-        if scores.shape != (len(unique),):
+        if scores.shape != (len(index),):
             raise ValueError(f"similarity.paired returned shape {scores.shape}, "
-                             f"expected ({len(unique)},)")
-    lookup = dict(zip(unique, scores, strict=True))
-    out, i = [], 0
-    for step in steps:
-        n = len(step.token_spans)
-        out.append(np.array([lookup[p] for p in pairs[i:i + n]], dtype=np.float64))
-        i += n
-    return out
+                             f"expected ({len(index)},)")
+    per_token = scores[np.asarray(positions, dtype=np.int64)]
+    return np.split(per_token, np.cumsum(lengths)[:-1]) if lengths else []
 
 
 def compute_statistics(steps: Sequence[StepInput], needed: set[str], *,

@@ -3,19 +3,40 @@
 METHOD.md section 3. Fusion (paper): the weighted mean C = sum_i w_i c_i, default w_i = 1/4
 **(ours: equal weights)**; ablation "w U_Max": max pooling C = max_i c_i; ablation "w/o U_X": drop
 estimator X by configuration (the remaining weights are renormalised to sum to 1).
-Levels (paper: 5 levels from the distribution's mean and spread): with mu, sigma of C over the
-fitted set, cut points mu + k * sigma for k in (-1.5, -0.5, 0.5, 1.5) **(ours: the offsets)**.
+
+Levels (paper: 5 levels from the distribution's mean and spread) **(ours: the cuts)**. The four
+cut points are given in units of the spread, k in ``offsets`` = (-1.5, -0.5, 0.5, 1.5), read by one
+of two rules:
+
+- ``rule="quantile"`` (default): cut at the empirical quantiles q_k = Phi(k) of the fitted C, where
+  Phi is the standard normal CDF: 6.68 / 30.85 / 69.15 / 93.32 %. On a normal C these are exactly
+  the sigma rule's cuts; on the skewed, clipped C real models give (the ShapesWorld demo: mu .735,
+  sigma .200, clipped at 1) every level still holds its share of the steps.
+- ``rule="sigma"``: cut at mu + k * sigma. On that demo C the top cut is 1.035 and level 5 never
+  occurs; kept for comparison and to read calibrators written before the quantile rule.
+
+level(C) = 1 + #{cuts <= C}. ``fit`` records the level counts of the fitted set (``counts_``) and,
+by default, warns when a level is empty (``empty_level="raise"`` makes it an error).
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
 FUSIONS = ("mean", "max")
+LEVEL_RULES = ("quantile", "sigma")
+#: Cut points in units of the spread: mu + k sigma (sigma rule) or the quantile Phi(k).
 DEFAULT_CUT_OFFSETS = (-1.5, -0.5, 0.5, 1.5)
+
+
+class EmptyLevelWarning(UserWarning):
+    """A confidence level holds no step of the set the level cuts were fitted on."""
 
 
 def fuse_mean(confidences: Mapping[str, float], weights: Mapping[str, float] | None = None) -> float:
@@ -41,7 +62,7 @@ class Fusion:
     """Configured fusion: ``method`` "mean" or "max", per-estimator ``weights`` (default equal).
 
     A step missing an estimator (e.g. CLIPS for a sample without an image) is fused over the
-    estimators it has, weights renormalised **(ours)**.
+    estimators it has, weights renormalised **(ours)**. Nothing is fitted.
     """
 
     method: str = "mean"
@@ -49,10 +70,10 @@ class Fusion:
 
     def __post_init__(self) -> None:
         if self.method not in FUSIONS:
-            raise ValueError(f"fusion method must be one of {FUSIONS}, got {self.method!r}")
+            raise ValueError(f"Fusion.method must be one of {FUSIONS}, got {self.method!r}")
         bad = {k: v for k, v in self.weights.items() if not v >= 0}
         if bad:
-            raise ValueError(f"fusion weights must be >= 0, got {bad}")
+            raise ValueError(f"Fusion.weights must be >= 0, got {bad}")
 
     def __call__(self, confidences: Mapping[str, float]) -> float:
         if self.method == "max":
@@ -68,48 +89,146 @@ class Fusion:
         return cls(method=data["method"], weights=dict(data.get("weights", {})))
 
 
+# ---------------------------------------------------------------------------------------------
+# The math of the level cuts: pure functions.
+# ---------------------------------------------------------------------------------------------
+def normal_cdf(k: float) -> float:
+    """Phi(k) = (1 + erf(k / sqrt 2)) / 2, the standard normal CDF.
+
+    >>> [round(100 * normal_cdf(k), 2) for k in DEFAULT_CUT_OFFSETS]
+    [6.68, 30.85, 69.15, 93.32]
+    """
+    return 0.5 * (1.0 + math.erf(k / math.sqrt(2.0)))
+
+
+def sigma_cuts(fused: np.ndarray, offsets: Sequence[float]) -> list[float]:
+    """Cuts mu + k sigma for k in ``offsets`` (sigma: population std, ddof = 0)."""
+    mu, sigma = float(fused.mean()), float(fused.std())
+    return [mu + k * sigma for k in offsets]
+
+
+def quantile_cuts(fused: np.ndarray, offsets: Sequence[float]) -> list[float]:
+    """Cuts at the empirical quantiles Phi(k) of ``fused`` for k in ``offsets`` (linear
+    interpolation between order statistics, numpy's default)."""
+    return [float(q) for q in np.quantile(fused, [normal_cdf(k) for k in offsets])]
+
+
+def assign_levels(cuts: Sequence[float], fused: np.ndarray | float) -> np.ndarray:
+    """level = 1 + #{cuts <= C} (C equal to a cut goes to the upper level)."""
+    return 1 + np.searchsorted(np.asarray(cuts, dtype=np.float64), fused, side="right")
+
+
+def level_counts(levels: np.ndarray, n_levels: int) -> dict[int, int]:
+    """{level: how many} for every level 1..n_levels (zeros included)."""
+    found = np.bincount(np.asarray(levels, dtype=np.int64), minlength=n_levels + 1)
+    return {k: int(found[k]) for k in range(1, n_levels + 1)}
+
+
+def _check_fused(fused: Sequence[float] | np.ndarray, min_count: int) -> np.ndarray:
+    x = np.array(fused, dtype=np.float64).ravel()  # a copy: the caller's array is never touched
+    if x.size < min_count:
+        raise ValueError(f"LevelCuts.fit: needs >= {min_count} fused step confidences "
+                         f"(min_count), got {x.size}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("LevelCuts.fit: fused confidences contain NaN/inf")
+    if np.all(x == x[0]):
+        raise ValueError(f"LevelCuts.fit: all {x.size} fused confidences equal {x[0]:.6g}; "
+                         "levels need a spread")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# The fitted object.
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class LevelCuts:
-    """Five confidence levels from cut points mu + k * sigma of the fitted fused scores.
+    """Five confidence levels from four cut points fitted on a set of fused confidences C.
 
-    ``level(C) = 1 + #{cuts <= C}``: C below mu - 1.5 sigma is level 1, above mu + 1.5 sigma
-    level 5. sigma is the population standard deviation (ddof=0). Fitting needs at least
-    ``min_count`` scores that are not all equal.
+    Parameters (see the module docstring for the rules):
+        rule: "quantile" (default: cut at the empirical quantiles Phi(k)) or "sigma"
+            (cut at mu + k sigma).
+        offsets: the k of each cut, increasing (default -1.5, -0.5, 0.5, 1.5).
+        min_count: fitting needs at least this many confidences, not all equal.
+        empty_level: "warn" (default, an ``EmptyLevelWarning``) or "raise" (``ValueError``)
+            when a level holds no fitted confidence **(ours)**.
+
+    Fitted attributes (set by ``fit`` or ``from_dict`` only): ``cuts_`` (the cut points),
+    ``mean_`` and ``std_`` of the fitted C, ``counts_`` ({level: steps} on the fitted set;
+    ``None`` for a calibrator saved before counts were recorded).
     """
 
+    rule: Literal["quantile", "sigma"] = "quantile"
     offsets: tuple[float, ...] = DEFAULT_CUT_OFFSETS
     min_count: int = 10
-    mean_: float | None = None
-    std_: float | None = None
-    cuts_: list[float] | None = None
+    empty_level: Literal["warn", "raise"] = "warn"
+
+    def _check_params(self) -> None:
+        if self.rule not in LEVEL_RULES:
+            raise ValueError(f"LevelCuts.rule must be one of {LEVEL_RULES}, got {self.rule!r}")
+        if not self.offsets or list(self.offsets) != sorted(set(self.offsets)):
+            raise ValueError(f"LevelCuts.offsets must be strictly increasing, got {self.offsets}")
+        if self.empty_level not in ("warn", "raise"):
+            raise ValueError(f"LevelCuts.empty_level must be 'warn' or 'raise', got "
+                             f"{self.empty_level!r}")
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.offsets) + 1
 
     def fit(self, fused: Sequence[float] | np.ndarray) -> LevelCuts:
-        x = np.asarray(fused, dtype=np.float64)
-        if list(self.offsets) != sorted(self.offsets):
-            raise ValueError(f"level cut offsets must be increasing, got {self.offsets}")
-        if x.size < self.min_count:
-            raise ValueError(f"fitting level cuts needs >= {self.min_count} fused step "
-                             f"confidences, got {x.size}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError("fitting level cuts: fused confidences contain NaN/inf")
-        std = float(x.std())
-        if np.all(x == x[0]):
-            raise ValueError(f"fitting level cuts: all {x.size} fused confidences equal "
-                             f"{x[0]:.6g}; levels need a spread")
-        self.mean_, self.std_ = float(x.mean()), std
-        self.cuts_ = [self.mean_ + k * std for k in self.offsets]
+        """Fit the cuts on ``fused`` (not modified); returns ``self``."""
+        self._check_params()
+        x = _check_fused(fused, self.min_count)
+        cuts = (quantile_cuts if self.rule == "quantile" else sigma_cuts)(x, self.offsets)
+        counts = level_counts(assign_levels(cuts, x), self.n_levels)
+        empty = [k for k, n in counts.items() if n == 0]
+        if empty:
+            message = (f"LevelCuts.fit ({self.rule} rule): level(s) {empty} hold none of the "
+                       f"{x.size} fitted confidences; counts {counts}, cuts "
+                       f"{[round(c, 4) for c in cuts]}")
+            if self.empty_level == "raise":
+                raise ValueError(message)
+            warnings.warn(message, EmptyLevelWarning, stacklevel=2)
+        self.cuts_, self.counts_ = cuts, counts
+        self.mean_, self.std_ = float(x.mean()), float(x.std())
         return self
 
-    def level(self, confidence: float) -> int:
-        if self.cuts_ is None:
+    def _fitted_cuts(self) -> list[float]:
+        if not hasattr(self, "cuts_"):
             raise RuntimeError("LevelCuts is not fitted: call fit() or load a fitted calibrator")
-        return int(1 + np.searchsorted(self.cuts_, confidence, side="right"))
+        return self.cuts_
 
-    def to_dict(self) -> dict:
-        return {"offsets": list(self.offsets), "min_count": self.min_count, "mean": self.mean_,
-                "std": self.std_, "cuts": self.cuts_}
+    def level(self, confidence: float) -> int:
+        """The level of one fused confidence C."""
+        return int(assign_levels(self._fitted_cuts(), confidence))
+
+    def transform(self, fused: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The levels of many fused confidences."""
+        return assign_levels(self._fitted_cuts(), np.asarray(fused, dtype=np.float64))
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"rule": self.rule, "offsets": list(self.offsets),
+                                "min_count": self.min_count, "empty_level": self.empty_level}
+        if hasattr(self, "cuts_"):
+            data.update(mean=self.mean_, std=self.std_, cuts=list(self.cuts_),
+                        counts=None if self.counts_ is None
+                        else {str(k): v for k, v in self.counts_.items()})
+        return data
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> LevelCuts:
-        return cls(offsets=tuple(data["offsets"]), min_count=data.get("min_count", 10),
-                   mean_=data.get("mean"), std_=data.get("std"), cuts_=data.get("cuts"))
+    def from_dict(cls, data: Mapping[str, Any]) -> LevelCuts:
+        """Rebuild from ``to_dict`` output. A dict without ``rule`` was written before the
+        quantile rule existed: it is read as the sigma rule, its cuts kept as saved."""
+        cuts = cls(rule=data.get("rule", "sigma"), offsets=tuple(data["offsets"]),
+                   min_count=data.get("min_count", 10),
+                   empty_level=data.get("empty_level", "warn"))
+        cuts._check_params()
+        if data.get("cuts") is not None:
+            if len(data["cuts"]) != len(cuts.offsets):
+                raise ValueError(f"LevelCuts: {len(data['cuts'])} saved cuts for "
+                                 f"{len(cuts.offsets)} offsets")
+            cuts.cuts_ = [float(c) for c in data["cuts"]]
+            cuts.mean_, cuts.std_ = data.get("mean"), data.get("std")
+            counts = data.get("counts")
+            cuts.counts_ = None if counts is None else {int(k): int(v) for k, v in counts.items()}
+        return cuts

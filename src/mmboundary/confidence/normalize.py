@@ -3,26 +3,35 @@
 METHOD.md section 3 **(ours)**: each estimator's raw score is mapped, per model, to a confidence
 c in [0, 1] by a normaliser fitted on a reference set of steps; uncertainties are flipped
 (c = 1 - scaled u). Default: robust min-max between the 1st and 99th percentiles, clipped;
-alternative: the empirical CDF (quantile). scikit-learn style: constructor parameters, ``fit``,
-``transform``, fitted attributes ending in ``_``, ``to_dict``/``from_dict``/``save``/``load``.
+alternative: the empirical CDF (quantile).
+
+scikit-learn style: constructors take parameters only; ``fit`` validates its input, never modifies
+it or any object passed in, sets the fitted attributes (ending in ``_``, absent before ``fit``)
+and returns ``self``; the math lives in private pure functions; ``to_dict``/``from_dict`` (and the
+calibrator's ``save``/``load``) round-trip a fitted object through JSON.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mmboundary.confidence.estimators import ESTIMATORS, is_uncertainty
-from mmboundary.confidence.fusion import DEFAULT_CUT_OFFSETS, Fusion, LevelCuts
+from mmboundary.confidence.fusion import Fusion, LevelCuts
 from mmboundary.data.io import write_json_atomic
 
 
+# ---------------------------------------------------------------------------------------------
+# The math: pure functions.
+# ---------------------------------------------------------------------------------------------
 def _fit_values(x: Sequence[float] | np.ndarray, name: str, min_count: int) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64).ravel()
+    arr = np.array(x, dtype=np.float64).ravel()
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"normaliser {name!r}: reference scores contain NaN/inf")
     if arr.size < min_count:
@@ -34,12 +43,45 @@ def _fit_values(x: Sequence[float] | np.ndarray, name: str, min_count: int) -> n
     return arr
 
 
+def _robust_bounds(arr: np.ndarray, lower_pct: float, upper_pct: float) -> tuple[float, float]:
+    """(q_lo, q_hi): the percentiles; the full range when the mass sits in one value."""
+    low, high = np.percentile(arr, [lower_pct, upper_pct])
+    if high <= low:
+        low, high = arr.min(), arr.max()
+    return float(low), float(high)
+
+
+def _minmax_confidence(x: np.ndarray, low: float, high: float, flip: bool) -> np.ndarray:
+    """c = clip((x - low) / (high - low), 0, 1), or 1 - c for an uncertainty."""
+    scaled = np.clip((x - low) / (high - low), 0.0, 1.0)
+    return 1.0 - scaled if flip else scaled
+
+
+def _reference_quantiles(arr: np.ndarray, n_quantiles: int) -> list[float]:
+    n = max(2, min(n_quantiles, arr.size))
+    return np.quantile(arr, np.linspace(0.0, 1.0, n)).tolist()
+
+
+def _empirical_cdf(x: np.ndarray, quantiles: Sequence[float], flip: bool) -> np.ndarray:
+    """F(x) by linear interpolation of the reference quantiles, ties averaged (scikit-learn's
+    ``QuantileTransformer``); 1 - F(x) for an uncertainty."""
+    q = np.asarray(quantiles, dtype=np.float64)
+    refs = np.linspace(0.0, 1.0, q.size)
+    cdf = 0.5 * (np.interp(x, q, refs) - np.interp(-x, -q[::-1], -refs[::-1]))
+    cdf = np.clip(cdf, 0.0, 1.0)
+    return 1.0 - cdf if flip else cdf
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisers.
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class RobustMinMaxNormalizer:
     """c = clip((x - q_lo) / (q_hi - q_lo), 0, 1), flipped to 1 - c when ``uncertainty``.
 
     q_lo, q_hi = the ``lower_pct``/``upper_pct`` percentiles of the reference scores (default 1
-    and 99: a few outliers do not squash everyone else). Constant reference scores are an error.
+    and 99: a few outliers do not squash everyone else); when they coincide, the full range.
+    Constant reference scores are an error. Fitted attributes: ``low_``, ``high_``.
     """
 
     lower_pct: float = 1.0
@@ -47,31 +89,25 @@ class RobustMinMaxNormalizer:
     uncertainty: bool = True
     name: str = ""
     min_count: int = 2
-    low_: float | None = None
-    high_: float | None = None
 
     def fit(self, x: Sequence[float] | np.ndarray) -> RobustMinMaxNormalizer:
         if not 0 <= self.lower_pct < self.upper_pct <= 100:
-            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got "
-                             f"{self.lower_pct}, {self.upper_pct}")
+            raise ValueError(f"normaliser {self.name!r}: lower_pct, upper_pct must satisfy "
+                             f"0 <= lower < upper <= 100, got {self.lower_pct}, {self.upper_pct}")
         arr = _fit_values(x, self.name, self.min_count)
-        low, high = np.percentile(arr, [self.lower_pct, self.upper_pct])
-        if high <= low:  # mass concentrated in one value: fall back to the full range
-            low, high = arr.min(), arr.max()
-        self.low_, self.high_ = float(low), float(high)
+        self.low_, self.high_ = _robust_bounds(arr, self.lower_pct, self.upper_pct)
         return self
 
     def transform(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
-        if self.low_ is None or self.high_ is None:
+        if not hasattr(self, "low_"):
             raise RuntimeError(f"normaliser {self.name!r} is not fitted")
-        scaled = np.clip((np.asarray(x, dtype=np.float64) - self.low_) / (self.high_ - self.low_),
-                         0.0, 1.0)
-        return 1.0 - scaled if self.uncertainty else scaled
+        return _minmax_confidence(np.asarray(x, dtype=np.float64), self.low_, self.high_,
+                                  self.uncertainty)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "robust_minmax", "name": self.name, "uncertainty": self.uncertainty,
-                "lower_pct": self.lower_pct, "upper_pct": self.upper_pct, "low": self.low_,
-                "high": self.high_}
+                "lower_pct": self.lower_pct, "upper_pct": self.upper_pct,
+                "low": getattr(self, "low_", None), "high": getattr(self, "high_", None)}
 
 
 @dataclass
@@ -80,49 +116,52 @@ class QuantileNormalizer:
 
     F is stored as ``n_quantiles`` reference quantiles and interpolated linearly; ties are
     averaged as in scikit-learn's ``QuantileTransformer``. Constant reference scores are an error.
+    Fitted attribute: ``quantiles_``.
     """
 
     n_quantiles: int = 1000
     uncertainty: bool = True
     name: str = ""
     min_count: int = 2
-    quantiles_: list[float] | None = None
 
     def fit(self, x: Sequence[float] | np.ndarray) -> QuantileNormalizer:
-        arr = _fit_values(x, self.name, self.min_count)
-        n = max(2, min(self.n_quantiles, arr.size))
-        self.quantiles_ = np.quantile(arr, np.linspace(0.0, 1.0, n)).tolist()
+        if self.n_quantiles < 2:
+            raise ValueError(f"normaliser {self.name!r}: n_quantiles must be >= 2, got "
+                             f"{self.n_quantiles}")
+        self.quantiles_ = _reference_quantiles(_fit_values(x, self.name, self.min_count),
+                                               self.n_quantiles)
         return self
 
     def transform(self, x: Sequence[float] | np.ndarray) -> np.ndarray:
-        if self.quantiles_ is None:
+        if not hasattr(self, "quantiles_"):
             raise RuntimeError(f"normaliser {self.name!r} is not fitted")
-        q = np.asarray(self.quantiles_)
-        refs = np.linspace(0.0, 1.0, q.size)
-        v = np.asarray(x, dtype=np.float64)
-        cdf = 0.5 * (np.interp(v, q, refs) - np.interp(-v, -q[::-1], -refs[::-1]))
-        cdf = np.clip(cdf, 0.0, 1.0)
-        return 1.0 - cdf if self.uncertainty else cdf
+        return _empirical_cdf(np.asarray(x, dtype=np.float64), self.quantiles_, self.uncertainty)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "quantile", "name": self.name, "uncertainty": self.uncertainty,
-                "n_quantiles": self.n_quantiles, "quantiles": self.quantiles_}
+                "n_quantiles": self.n_quantiles, "quantiles": getattr(self, "quantiles_", None)}
 
 
 Normalizer = RobustMinMaxNormalizer | QuantileNormalizer
 NORMALIZERS = ("robust_minmax", "quantile")
 
 
-def normalizer_from_dict(data: Mapping) -> Normalizer:
-    """Rebuild a fitted normaliser from ``to_dict`` output."""
+def normalizer_from_dict(data: Mapping[str, Any]) -> Normalizer:
+    """Rebuild a normaliser (fitted when the dict holds fitted values) from ``to_dict`` output."""
     kind = data.get("kind")
+    norm: Normalizer
     if kind == "robust_minmax":
-        return RobustMinMaxNormalizer(lower_pct=data["lower_pct"], upper_pct=data["upper_pct"],
-                                      uncertainty=data["uncertainty"], name=data["name"],
-                                      low_=data["low"], high_=data["high"])
+        norm = RobustMinMaxNormalizer(lower_pct=data["lower_pct"], upper_pct=data["upper_pct"],
+                                      uncertainty=data["uncertainty"], name=data["name"])
+        if data.get("low") is not None and data.get("high") is not None:
+            norm.low_, norm.high_ = float(data["low"]), float(data["high"])
+        return norm
     if kind == "quantile":
-        return QuantileNormalizer(n_quantiles=data["n_quantiles"], uncertainty=data["uncertainty"],
-                                  name=data["name"], quantiles_=data["quantiles"])
+        norm = QuantileNormalizer(n_quantiles=data["n_quantiles"], uncertainty=data["uncertainty"],
+                                  name=data["name"])
+        if data.get("quantiles") is not None:
+            norm.quantiles_ = [float(q) for q in data["quantiles"]]
+        return norm
     raise ValueError(f"normaliser kind must be one of {NORMALIZERS}, got {kind!r}")
 
 
@@ -136,6 +175,9 @@ def make_normalizer(kind: str, name: str, *, lower_pct: float = 1.0,
     raise ValueError(f"normaliser kind must be one of {NORMALIZERS}, got {kind!r}")
 
 
+# ---------------------------------------------------------------------------------------------
+# The calibrator: normalise -> fuse -> level.
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class StepConfidence:
     """What the calibrator gives one step: normalised scores, fused confidence, level."""
@@ -149,10 +191,16 @@ class StepConfidence:
 class ConfidenceCalibrator:
     """Per-estimator normalisers + fusion + level cut points, fitted on a reference set of steps.
 
+    Parameters: ``estimators`` (names), ``normalizer`` ("robust_minmax" or "quantile") with its
+    ``lower_pct``/``upper_pct``, ``fusion`` (a ``Fusion``) and ``levels`` (an unfitted
+    ``LevelCuts`` giving the level rule; it is copied, never fitted in place).
+
     ``fit(raw)`` takes one ``{estimator: raw score}`` dict per step (a step may lack an estimator;
     estimators not in ``estimators`` are ignored), fits each normaliser on the scores it has, fuses
-    the normalised confidences and fits the level cuts on the fused values. ``transform(raw)``
-    gives each step's ``StepConfidence``.
+    the normalised confidences and fits a copy of ``levels`` on the fused values. Fitted
+    attributes: ``normalizers_`` ({estimator: normaliser}), ``levels_`` (the fitted ``LevelCuts``;
+    its ``counts_`` are the level counts of the reference set). ``transform(raw)`` gives each
+    step's ``StepConfidence``.
     """
 
     estimators: tuple[str, ...] = ESTIMATORS
@@ -160,13 +208,31 @@ class ConfidenceCalibrator:
     lower_pct: float = 1.0
     upper_pct: float = 99.0
     fusion: Fusion = field(default_factory=Fusion)
-    levels: LevelCuts = field(default_factory=lambda: LevelCuts(DEFAULT_CUT_OFFSETS))
-    normalizers_: dict[str, Normalizer] = field(default_factory=dict)
+    levels: LevelCuts = field(default_factory=LevelCuts)
+
+    def clone(self) -> ConfidenceCalibrator:
+        """A new, unfitted calibrator with (copies of) the same parameters."""
+        return type(self)(**{f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)})
+
+    def _check_params(self) -> None:
+        if not self.estimators:
+            raise ValueError("ConfidenceCalibrator.estimators: needs at least one estimator")
+        unknown = [e for e in self.estimators if e not in ESTIMATORS]
+        if unknown:
+            raise ValueError(f"ConfidenceCalibrator.estimators: unknown {unknown}; expected a "
+                             f"subset of {list(ESTIMATORS)}")
+        if self.normalizer not in NORMALIZERS:
+            raise ValueError(f"ConfidenceCalibrator.normalizer: expected one of {NORMALIZERS}, "
+                             f"got {self.normalizer!r}")
 
     def fit(self, raw: Sequence[Mapping[str, float]]) -> ConfidenceCalibrator:
-        if not self.estimators:
-            raise ValueError("the calibrator needs at least one estimator")
-        self.normalizers_ = {}
+        """Fit on the raw scores of a reference set of steps (not modified); returns ``self``."""
+        self._check_params()
+        bad = [i for i, r in enumerate(raw) if not isinstance(r, Mapping)]
+        if bad:
+            raise ValueError(f"ConfidenceCalibrator.fit: step {bad[0]} of the reference set is "
+                             f"{type(raw[bad[0]]).__name__}, expected a {{estimator: score}} dict")
+        normalizers: dict[str, Normalizer] = {}
         for name in self.estimators:
             values = [r[name] for r in raw if name in r]
             if not values:
@@ -174,48 +240,60 @@ class ConfidenceCalibrator:
                                  f"has a raw {name!r} score (switch it off with estimators=...)")
             norm = make_normalizer(self.normalizer, name, lower_pct=self.lower_pct,
                                    upper_pct=self.upper_pct)
-            self.normalizers_[name] = norm.fit(values)
-        fused = [c.confidence for c in self._apply(raw) if c.confidence is not None]
-        self.levels.fit(fused)
+            normalizers[name] = norm.fit(values)
+        fused = [c.confidence for c in _normalize_and_fuse(raw, self.estimators, normalizers,
+                                                           self.fusion)
+                 if c.confidence is not None]
+        self.levels_ = replace(self.levels).fit(fused)  # a fresh copy: the parameter stays unfitted
+        self.normalizers_ = normalizers
         return self
 
-    def _apply(self, raw: Sequence[Mapping[str, float]]) -> list[StepConfidence]:
-        if not self.normalizers_:
+    @property
+    def is_fitted(self) -> bool:
+        """Whether ``fit`` (or loading a fitted file) has set the fitted attributes."""
+        return hasattr(self, "normalizers_") and hasattr(self, "levels_")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
             raise RuntimeError("ConfidenceCalibrator is not fitted: call fit() or load()")
-        columns = {name: np.array([r.get(name, np.nan) for r in raw], dtype=np.float64)
-                   for name in self.estimators}
-        normalized = {name: self.normalizers_[name].transform(col) for name, col in columns.items()}
-        out = []
-        for i in range(len(raw)):
-            cs = {n: float(normalized[n][i]) for n in self.estimators if np.isfinite(columns[n][i])}
-            conf = self.fusion(cs) if cs else None
-            out.append(StepConfidence(cs, conf, None))
-        return out
 
     def transform(self, raw: Sequence[Mapping[str, float]]) -> list[StepConfidence]:
-        out = self._apply(raw)
+        """Normalised scores, fused C and level of each step (``None`` for a step with no
+        score of any of the estimators)."""
+        self._check_fitted()
+        out = _normalize_and_fuse(raw, self.estimators, self.normalizers_, self.fusion)
         for item in out:
             if item.confidence is not None:
-                item.level = self.levels.level(item.confidence)
+                item.level = self.levels_.level(item.confidence)
         return out
 
     def fit_transform(self, raw: Sequence[Mapping[str, float]]) -> list[StepConfidence]:
         return self.fit(raw).transform(raw)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """Parameters and, when fitted, the fitted state (``levels`` holds the fitted cuts)."""
+        fitted = self.is_fitted
         return {"estimators": list(self.estimators), "normalizer": self.normalizer,
                 "lower_pct": self.lower_pct, "upper_pct": self.upper_pct,
-                "fusion": self.fusion.to_dict(), "levels": self.levels.to_dict(),
-                "normalizers": {k: v.to_dict() for k, v in self.normalizers_.items()}}
+                "fusion": self.fusion.to_dict(),
+                "levels": (self.levels_ if fitted else self.levels).to_dict(),
+                "normalizers": ({k: v.to_dict() for k, v in self.normalizers_.items()}
+                                if fitted else {})}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> ConfidenceCalibrator:
-        return cls(estimators=tuple(data["estimators"]), normalizer=data["normalizer"],
-                   lower_pct=data.get("lower_pct", 1.0), upper_pct=data.get("upper_pct", 99.0),
-                   fusion=Fusion.from_dict(data["fusion"]),
-                   levels=LevelCuts.from_dict(data["levels"]),
-                   normalizers_={k: normalizer_from_dict(v)
-                                 for k, v in data.get("normalizers", {}).items()})
+    def from_dict(cls, data: Mapping[str, Any]) -> ConfidenceCalibrator:
+        """Rebuild from ``to_dict`` output (also files written before the quantile level rule:
+        their levels load as the sigma rule with the saved cuts)."""
+        fitted_levels = LevelCuts.from_dict(data["levels"])
+        cal = cls(estimators=tuple(data["estimators"]), normalizer=data["normalizer"],
+                  lower_pct=data.get("lower_pct", 1.0), upper_pct=data.get("upper_pct", 99.0),
+                  fusion=Fusion.from_dict(data["fusion"]),
+                  levels=replace(fitted_levels))  # its parameters, unfitted
+        normalizers = data.get("normalizers") or {}
+        if normalizers and hasattr(fitted_levels, "cuts_"):
+            cal.normalizers_ = {k: normalizer_from_dict(v) for k, v in normalizers.items()}
+            cal.levels_ = fitted_levels
+        return cal
 
     def save(self, path: str | Path) -> Path:
         """Write the calibrator as JSON atomically (tmp file + os.replace)."""
@@ -230,3 +308,17 @@ class ConfidenceCalibrator:
             return cls.from_dict(json.loads(path.read_text()))
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: not a saved ConfidenceCalibrator ({err!r})") from err
+
+
+def _normalize_and_fuse(raw: Sequence[Mapping[str, float]], estimators: Sequence[str],
+                        normalizers: Mapping[str, Normalizer],
+                        fusion: Fusion) -> list[StepConfidence]:
+    """c_i = normaliser_i(raw_i) for the estimators a step has; C = fusion(c) (None if none)."""
+    columns = {name: np.array([r.get(name, np.nan) for r in raw], dtype=np.float64)
+               for name in estimators}
+    normalized = {name: normalizers[name].transform(col) for name, col in columns.items()}
+    out = []
+    for i in range(len(raw)):
+        cs = {n: float(normalized[n][i]) for n in estimators if np.isfinite(columns[n][i])}
+        out.append(StepConfidence(cs, fusion(cs) if cs else None, None))
+    return out

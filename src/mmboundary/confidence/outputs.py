@@ -65,7 +65,8 @@ def finalize_output(out: str | Path, calibrator: ConfidenceCalibrator | None = N
     """Fill normalised scores, confidences and levels in ``out`` (one atomic rewrite).
 
     With no ``calibrator``, one is fitted on the raw scores of every scored step in ``out``
-    (``template`` gives its settings, default ``ConfidenceCalibrator()``) and saved as JSON to
+    (a copy of ``template`` gives its settings, default ``ConfidenceCalibrator()``; ``template``
+    itself stays unfitted) and saved as JSON to
     ``calibrator_path`` (default ``calibrator_path_for(out)``). Idempotent: rerunning it after an
     interruption gives the same file.
     """
@@ -75,7 +76,7 @@ def finalize_output(out: str | Path, calibrator: ConfidenceCalibrator | None = N
     if calibrator is None:
         raw = [step.raw_scores for r in ok for step in r.steps]
         try:
-            calibrator = (template or ConfidenceCalibrator()).fit(raw)
+            calibrator = (template or ConfidenceCalibrator()).clone().fit(raw)
         except ValueError as err:
             raise ValueError(f"{out}: cannot fit the calibrator on {len(raw)} scored steps of "
                              f"{len(ok)} responses: {err}") from err

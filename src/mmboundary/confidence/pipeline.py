@@ -27,6 +27,7 @@ from mmboundary.confidence.outputs import (
     finalize_output,
     summarize_output,
 )
+from mmboundary.data.failures import RecordFailure, RecordFailureError, failure_from_meta
 from mmboundary.data.schema import Response, Sample, Step, TokenStats
 
 
@@ -58,12 +59,13 @@ class EstimateConfig:
     parse_statements: bool = True
 
 
-class SampleError(ValueError):
-    """A sample that cannot be scored: ``reason`` is a short code, the message says why."""
+class SampleError(RecordFailureError):
+    """A sample that cannot be scored: ``reason`` is a short code, ``field`` the field at fault,
+    the message says why (``failure`` is the ``RecordFailure`` its output line records)."""
 
-    def __init__(self, sample_id: str, reason: str, message: str) -> None:
-        super().__init__(f"sample {sample_id!r}: {reason}: {message}")
-        self.sample_id, self.reason = sample_id, reason
+    def __init__(self, sample_id: str, reason: str, message: str, field: str = "response") -> None:
+        super().__init__(RecordFailure(sample_id, field, reason, message))
+        self.sample_id, self.reason, self.field = sample_id, reason, field
 
 
 @dataclass
@@ -85,23 +87,38 @@ def default_image_loader(images_dir: str | Path | None = None) -> Callable[[Samp
 
     def load(sample: Sample) -> tuple[Any, str]:
         path = resolve_image(sample, images_dir)
-        return load_image(path), str(path)
+        return load_image(path, sample.id), str(path)
 
     return load
 
 
-def _fail(item: _Item, reason: str, message: str) -> SampleError:
-    return SampleError(item.sample.id, reason, message)
+def _fail(item: _Item, reason: str, message: str, field: str = "response") -> SampleError:
+    return SampleError(item.sample.id, reason, message, field)
 
 
 def _prepare(vlm: Any, item: _Item, loader: Callable, config: EstimateConfig) -> None:
+    """Per-sample checks before anything reaches the model: response text, image (found and
+    decodable), and the input's length against the model's context."""
+    from mmboundary.data.images import BadImageError
+    from mmboundary.models.responses import check_input_length
+    from mmboundary.models.vlm import InputTooLongError
+
     if item.response is not None and not item.response.strip():
         raise _fail(item, "empty_response", "the given response text is empty")
     try:
         item.image, item.image_key = loader(item.sample)
     except FileNotFoundError as err:
-        raise _fail(item, "missing_image", str(err)) from err
+        raise _fail(item, "missing_image", str(err), "image") from None
+    except BadImageError as err:
+        raise _fail(item, "bad_image", str(err), "image") from None
     item.prompt = vlm.prompt_text(item.sample, config.instruction)
+    if item.stats is not None:
+        return  # reused statistics: the model is not run on this sample
+    try:
+        check_input_length(vlm, item.prompt, item.image, response=item.response,
+                           max_new_tokens=config.max_new_tokens if item.response is None else 0)
+    except InputTooLongError as err:
+        raise _fail(item, "too_long", str(err), err.field) from None
 
 
 def _run_model(vlm: Any, items: list[_Item], config: EstimateConfig) -> None:
@@ -130,7 +147,7 @@ def _check_stats(item: _Item) -> None:
     values = [*stats.logprobs, *stats.entropies]
     if not all(math.isfinite(v) for v in values):
         raise _fail(item, "non_finite", "token statistics contain NaN/inf (log-probs or "
-                    "entropies); check the model's dtype")
+                    "entropies); check the model's dtype", "token_stats")
 
 
 def _step_inputs(item: _Item) -> list[tuple[Step, StepInput]]:
@@ -165,7 +182,7 @@ def _estimate_items(vlm: Any, items: list[_Item], *, similarity: Any, clip: Any,
         all_steps = [split_steps(it.text) for it in items]
     else:
         if parser is None:
-            from mmboundary.text.statements import default_parser
+            from mmboundary.text import default_parser
 
             parser = default_parser()
         all_steps = parser.parse_many([it.text for it in items])
@@ -177,7 +194,8 @@ def _estimate_items(vlm: Any, items: list[_Item], *, similarity: Any, clip: Any,
     for i, (it, step, _) in enumerate(pairs):
         step.raw_scores = {name: float(values[i]) for name, values in scores.items()}
         if not all(math.isfinite(v) for v in step.raw_scores.values()):
-            raise _fail(it, "non_finite", f"step {step.index} has raw scores {step.raw_scores}")
+            raise _fail(it, "non_finite", f"step {step.index} has raw scores {step.raw_scores}",
+                        f"steps[{step.index}].raw_scores")
 
 
 def _response(vlm: Any, item: _Item, config: EstimateConfig, error: SampleError | None) -> Response:
@@ -185,7 +203,7 @@ def _response(vlm: Any, item: _Item, config: EstimateConfig, error: SampleError 
     if item.image_key is not None:
         meta["image"] = item.image_key
     if error is not None:
-        meta.update(error=str(error), error_reason=error.reason)
+        meta.update(error.failure.to_meta())
         return Response(sample_id=item.sample.id, text=item.text, model=vlm.name, meta=meta)
     return Response(sample_id=item.sample.id, text=item.text, model=vlm.name, steps=item.steps,
                     token_stats=item.stats if config.keep_token_stats else None, meta=meta)
@@ -203,7 +221,7 @@ def _check_models(config: EstimateConfig, similarity: Any, clip: Any) -> None:
 def _as_sample_error(item: _Item, err: Exception) -> SampleError:
     if isinstance(err, SampleError):
         return err
-    return SampleError(item.sample.id, "error", f"{type(err).__name__}: {err}")
+    return SampleError(item.sample.id, "error", f"{type(err).__name__}: {err}", "<model pass>")
 
 
 def estimate_batch(vlm: Any, samples: Sequence[Sample],
@@ -263,8 +281,9 @@ def estimate_steps(vlm: Any, sample: Sample, response: str | Response | None = N
     """
     result = estimate_batch(vlm, [sample], [response], similarity=similarity, clip=clip,
                             parser=parser, image_loader=image_loader, config=config)[0]
-    if "error" in result.meta:
-        raise SampleError(sample.id, result.meta["error_reason"], result.meta["error"])
+    failure = failure_from_meta(sample.id, result.meta)
+    if failure is not None:
+        raise SampleError(sample.id, failure.reason, failure.message, failure.field)
     if calibrator is not None:
         apply_calibrator([result], calibrator)
     return result
@@ -277,23 +296,58 @@ def estimate_steps(vlm: Any, sample: Sample, response: str | Response | None = N
 # ---------------------------------------------------------------------------------------------
 
 
+def _failure_line(vlm: Any, sample_id: str, failure: RecordFailure) -> Response:
+    return Response(sample_id=sample_id, text="", model=vlm.name, meta=failure.to_meta())
+
+
+def _run_batch(vlm: Any, batch: list[Sample], texts: list[Any] | None, *,
+               on_failure: Callable[[RecordFailure], None] | None, **kwargs: Any) -> list[Response]:
+    """One ``Response`` per sample of ``batch`` (a failure line for a sample without a usable
+    response text: ``texts[i]`` None or a ``RecordFailure``)."""
+    failures: dict[str, RecordFailure] = {}
+    for i, s in enumerate(batch):
+        text = None if texts is None else texts[i]
+        if texts is not None and text is None:
+            failures[s.id] = RecordFailure(s.id, "response", "missing_response",
+                                           "no response text given for it")
+        elif isinstance(text, RecordFailure):
+            failures[s.id] = text
+    have = [i for i, s in enumerate(batch) if s.id not in failures]
+    results = estimate_batch(vlm, [batch[i] for i in have],
+                             None if texts is None else [texts[i] for i in have],
+                             **kwargs) if have else []
+    by_id = {r.sample_id: r for r in results}
+    out = [by_id[s.id] if s.id in by_id else _failure_line(vlm, s.id, failures[s.id])
+           for s in batch]
+    for r in out:
+        failure = failure_from_meta(r.sample_id, r.meta)
+        if failure is not None and on_failure is not None:
+            on_failure(failure)
+    return out
+
+
 def estimate_dataset(vlm: Any, samples: Sequence[Sample], out: str | Path, *,
                      similarity: Any, clip: Any,
-                     responses: Mapping[str, str | Response] | None = None,
+                     responses: Mapping[str, str | Response | RecordFailure] | None = None,
                      calibrator: ConfidenceCalibrator | None = None,
                      template: ConfidenceCalibrator | None = None, parser: Any = None,
                      image_loader: Callable[[Sample], tuple[Any, str]] | None = None,
                      config: EstimateConfig | None = None, num_shards: int = 1,
                      shard_index: int = 0, limit: int | None = None, progress: bool = True,
-                     finalize: bool | None = None) -> EstimateSummary:
+                     finalize: bool | None = None,
+                     on_failure: Callable[[RecordFailure], None] | None = None) -> EstimateSummary:
     """Score ``samples`` into the JSONL ``out`` (one ``Response`` line per sample, by id).
 
-    Resumable: samples already in ``out`` are skipped (a torn last line from a kill is cut);
+    Resumable: samples already in ``out`` are skipped (a torn last line from a kill is cut; a
+    file that is not an output of ours is refused, ``ForeignFileError``, and left unchanged);
     each line is flushed and fsynced. ``responses`` maps sample id -> text to score instead of
-    generating (a sample without one is recorded as ``missing_response``). ``limit`` keeps the
-    first samples, then ``num_shards``/``shard_index`` keeps this shard's (stable hash of the id).
-    ``finalize`` (default: unsharded runs, or whenever ``calibrator`` is given) fits or applies
-    the calibrator (``finalize_output``); sharded runs are finalised by ``merge_outputs``.
+    generating (a sample without one is recorded as ``missing_response``; a ``RecordFailure``
+    value is recorded as it is). ``limit`` keeps the first samples, then
+    ``num_shards``/``shard_index`` keeps this shard's (stable hash of the id).
+    A failing sample is a line with ``meta["error"]`` (``on_failure`` is called with it) and the
+    run goes on. ``finalize`` (default: unsharded runs, or whenever ``calibrator`` is given) fits
+    or applies the calibrator (``finalize_output``) -- skipped, with ``finalized`` False, when no
+    line of ``out`` succeeded; sharded runs are finalised by ``merge_outputs``.
     """
     from tqdm.auto import tqdm
 
@@ -304,31 +358,24 @@ def estimate_dataset(vlm: Any, samples: Sequence[Sample], out: str | Path, *,
     out = Path(out)
     chosen = shard(list(samples)[:limit], num_shards, shard_index, key=lambda s: s.id)
     summary = EstimateSummary(out=str(out), total=len(chosen), skipped=0, written=0)
-    with JsonlWriter(out, id_key="sample_id") as writer:
+    models = dict(similarity=similarity, clip=clip, parser=parser, image_loader=image_loader,
+                  config=config)
+    with JsonlWriter(out, id_key="sample_id", failed=lambda r: "error" in (r.get("meta") or {})
+                     ) as writer:
         todo = [s for s in chosen if s.id not in writer.done_ids]
         summary.skipped = len(chosen) - len(todo)
         bar = tqdm(total=len(todo), desc="estimate", unit="sample", disable=not progress)
         for start in range(0, len(todo), config.batch_size):
             batch = todo[start:start + config.batch_size]
             texts = None if responses is None else [responses.get(s.id) for s in batch]
-            have = [i for i, s in enumerate(batch) if texts is None or texts[i] is not None]
-            results = estimate_batch(vlm, [batch[i] for i in have],
-                                     None if texts is None else [texts[i] for i in have],
-                                     similarity=similarity, clip=clip, parser=parser,
-                                     image_loader=image_loader, config=config) if have else []
-            by_id = {r.sample_id: r for r in results}
-            for s in batch:
-                record = by_id.get(s.id) or Response(
-                    sample_id=s.id, text="", model=vlm.name,
-                    meta={"error": f"sample {s.id!r}: no response text given for it",
-                          "error_reason": "missing_response"})
+            for record in _run_batch(vlm, batch, texts, on_failure=on_failure, **models):
                 summary.written += int(writer.write(record))
             bar.update(len(batch))
         bar.close()
-    if finalize if finalize is not None else (num_shards == 1 or calibrator is not None):
+        any_ok = writer.ok_lines > 0
+    wanted = finalize if finalize is not None else (num_shards == 1 or calibrator is not None)
+    if wanted and any_ok:
         finalize_output(out, calibrator, template=template)
         summary.finalized = True
         summary.calibrator = None if calibrator is not None else str(calibrator_path_for(out))
     return summarize_output(summary, out)
-
-

@@ -10,7 +10,9 @@ CulturalVQA and ScienceQA); the pixels live in a folder the user supplies. Layou
 - ScienceQA: ``{split}/{id}/image.png`` and ``{id}/image.png``.
 
 A missing image is a ``MissingImageError`` naming the record and every path tried: an image is never
-substituted.
+substituted. A file that is there but is not a decodable image (text renamed ``.jpg``, a 0-byte or
+truncated PNG) is a ``BadImageError`` naming the record, the file and what PIL said:
+``load_image`` and ``check_image`` verify the file, then decode every pixel.
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ class MissingImageError(FileNotFoundError):
         shown = ", ".join(_short(p, images_dir) for p in tried) or "(no candidate path)"
         super().__init__(f"{what} (image_id {image_id!r}) {reason}{where}; "
                          f"tried: {shown}")
+
+
+class BadImageError(ValueError):
+    """A record's image file exists but cannot be decoded: names the record, the file, the reason."""
+
+    def __init__(self, record_id: str | None, path: str | os.PathLike[str], reason: str) -> None:
+        what = f"image of record {record_id!r}" if record_id is not None else "image"
+        super().__init__(f"{what}: {path} is not a readable image: {reason}")
+        self.record_id, self.path, self.reason = record_id, str(path), reason
 
 
 def _short(path: Path, root: str | os.PathLike[str] | None) -> str:
@@ -134,10 +145,29 @@ def resolve_image(
     raise MissingImageError(record_id, str(image_id), tried + candidates, images_dir=images_dir)
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image file as an RGB ``PIL.Image`` (pixels loaded, file closed)."""
+def load_image(path: str | os.PathLike[str], record_id: str | None = None) -> Image.Image:
+    """Open an image file as an RGB ``PIL.Image`` (pixels loaded, file closed).
+
+    Raises ``BadImageError`` (naming ``record_id`` and the file) when the file is empty, not an
+    image, or truncated; ``FileNotFoundError`` when it does not exist.
+    """
     from PIL import Image
 
-    with Image.open(path) as img:
-        img.load()
-        return img.convert("RGB")
+    path = Path(path)
+    if not path.is_file():
+        raise MissingImageError(record_id, None, [path], reason=f"not found: {path}")
+    if path.stat().st_size == 0:
+        raise BadImageError(record_id, path, "the file is empty (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            img.verify()  # structure and checksums; the object is unusable afterwards
+        with Image.open(path) as img:
+            img.load()  # every pixel: a truncated file fails here
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise BadImageError(record_id, path, f"{type(err).__name__}: {err}") from None
+
+
+def check_image(path: str | os.PathLike[str], record_id: str | None = None) -> None:
+    """Raise ``BadImageError`` / ``MissingImageError`` unless ``path`` decodes as an image."""
+    load_image(path, record_id)

@@ -4,16 +4,23 @@
   e.g. ``kill -9``) is reported and skipped; a bad line elsewhere is an error naming file and line.
 - ``JsonlWriter(path, resume=True)`` appends one JSON object per line, flushes and fsyncs each one,
   and knows which ids are already on disk (``done_ids``), so a rerun continues without duplicates.
-  A torn last line is cut off when the file is reopened.
+  It only ever writes to a file of ours: an existing file must be empty or hold our records (every
+  complete line a JSON object with the id field), else ``ForeignFileError`` and the file is left
+  untouched. Only after that check is a torn last line (a kill mid-write) cut off.
 - ``write_json_atomic(path, obj)`` writes a temporary file in the same folder, then ``os.replace``.
+  A temporary file left by a killed run (``.<name>.<pid>-*.tmp``, its process gone) is removed by
+  the next write to, or writer on, the same path (``remove_stale_temps``).
 - ``shard(items, num_shards, shard_index)`` is a deterministic split; ``merge_jsonl`` joins shard
   outputs, keeping the first line of each id.
-- ``read_responses(path)`` reads a responses JSONL (generate / estimate / predictions output) as
-  ``Response`` objects: the one reader of that format.
+- ``read_responses(path, on_bad_record=...)`` reads a responses JSONL (generate / estimate /
+  predictions output) as ``Response`` objects: the one reader of that format. With
+  ``on_bad_record`` a broken line is a ``RecordFailure`` (file, line, record id, field) and
+  reading goes on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,13 +33,24 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from mmboundary.data.failures import InputError, RecordFailure, validation_failure
+from mmboundary.data.safety import (
+    ForeignFileError,
+    check_own_jsonl,
+    parse_json_object,
+    remove_stale_temps,
+)
 from mmboundary.data.schema import Response
+
+__all__ = ["ForeignFileError", "JsonlDecodeError", "JsonlIssue", "JsonlWriter", "check_own_jsonl",
+           "iter_jsonl_lines", "merge_jsonl", "read_jsonl", "read_responses", "remove_stale_temps",
+           "shard", "write_json_atomic", "write_jsonl_atomic"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class JsonlDecodeError(ValueError):
+class JsonlDecodeError(InputError):
     """A line of a JSONL file that is not a JSON object (file, 1-based line, reason)."""
 
     def __init__(self, issue: JsonlIssue) -> None:
@@ -62,17 +80,6 @@ def _dumps_line(obj: Any) -> str:
     return json.dumps(_to_jsonable(obj), ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def _parse_line(text: str) -> dict[str, Any] | str:
-    """The line's object, or a message saying why it is not one."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        return f"{err.msg} at column {err.colno}"
-    if not isinstance(value, dict):
-        return f"expected a JSON object, got {type(value).__name__}"
-    return value
-
-
 def iter_jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any] | JsonlIssue]]:
     """Yield ``(line_number, object)`` for each good non-blank line and ``(line_number, issue)``
     for each bad one (1-based line numbers); never raises on content."""
@@ -83,7 +90,7 @@ def iter_jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[s
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
-        parsed = _parse_line(raw.decode("utf-8", errors="replace"))
+        parsed = parse_json_object(raw.decode("utf-8", errors="replace"))
         if isinstance(parsed, dict):
             yield number, parsed
         else:
@@ -112,24 +119,37 @@ def read_jsonl(
             raise JsonlDecodeError(item)
 
 
-def read_responses(path: str | os.PathLike[str]) -> list[Response]:
+def read_responses(
+    path: str | os.PathLike[str],
+    on_bad_record: Callable[[RecordFailure], None] | None = None,
+) -> list[Response]:
     """Every line of a responses JSONL file as a ``Response``, in file order.
 
     Failure lines (``meta["error"]`` set) are kept: callers filter them. A torn last line is
-    skipped with a warning (as in ``read_jsonl``); any other bad line, or a line that is not a
-    ``Response``, raises ``ValueError`` naming the file and the 1-based line number.
+    skipped with a warning (as in ``read_jsonl``). A bad line (not JSON, or not a ``Response``,
+    e.g. ``"steps": null``) is passed to ``on_bad_record`` as a ``RecordFailure`` naming the file,
+    the line, the record id and the field, and reading goes on; without ``on_bad_record`` it
+    raises (``JsonlDecodeError``, or ``ValueError`` for a line that is not a ``Response``).
     """
     out: list[Response] = []
     for number, item in iter_jsonl_lines(path):
+        where = f"{path}:{number}"
         if isinstance(item, JsonlIssue):
-            if not item.torn:
+            if item.torn:
+                logger.warning("%s; skipped", item)
+            elif on_bad_record is None:
                 raise JsonlDecodeError(item)
-            logger.warning("%s; skipped", item)
+            else:
+                on_bad_record(RecordFailure(None, "<line>", "invalid_json", item.message, where))
             continue
         try:
             out.append(Response.model_validate(item))
         except ValidationError as err:
-            raise ValueError(f"{path}:{number}: line is not a Response: {err}") from err
+            failure = validation_failure(err, item, where)
+            if on_bad_record is None:
+                raise ValueError(f"{where}: line is not a Response: "
+                                 f"{dataclasses.replace(failure, where=None)}") from None
+            on_bad_record(failure)
     return out
 
 
@@ -141,7 +161,7 @@ def _repair_tail(path: Path) -> JsonlIssue | None:
         return None
     cut = data.rfind(b"\n") + 1
     tail = data[cut:]
-    parsed = _parse_line(tail.decode("utf-8", errors="replace"))
+    parsed = parse_json_object(tail.decode("utf-8", errors="replace"))
     with path.open("r+b") as handle:
         if isinstance(parsed, dict):
             handle.seek(0, os.SEEK_END)
@@ -157,6 +177,10 @@ def _repair_tail(path: Path) -> JsonlIssue | None:
 
 class JsonlWriter:
     """Append-only, resumable JSONL output keyed by ``id_key``.
+
+    Refuses (``ForeignFileError``) an existing file that is not ours (``check_own_jsonl``), with
+    or without ``resume``. ``failed(record)``, when given, tells failure lines apart: the writer
+    then counts ``ok_lines`` and ``failed_lines`` (already on disk and written).
 
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "out.jsonl"
@@ -174,22 +198,35 @@ class JsonlWriter:
         resume: bool = True,
         id_key: str = "id",
         fsync: bool = True,
+        failed: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.path = Path(path)
         self.id_key = id_key
         self.fsync = fsync
         self.done_ids: set[str] = set()
         self.repaired: JsonlIssue | None = None
+        self._failed = failed
+        self.ok_lines = self.failed_lines = 0  # counted when ``failed`` tells the lines apart
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.path)
+        check_own_jsonl(self.path, id_key)  # before anything is changed
         if resume and self.path.exists():
             self.repaired = _repair_tail(self.path)
             if self.repaired is not None:
                 logger.warning("%s; cut off before resuming", self.repaired)
             for record in read_jsonl(self.path):
                 self.done_ids.add(self._id_of(record))
+                self._count(record)
             self._handle = self.path.open("a", encoding="utf-8")
         else:
             self._handle = self.path.open("w", encoding="utf-8")
+
+    def _count(self, record: dict[str, Any]) -> None:
+        if self._failed is not None:
+            if self._failed(record):
+                self.failed_lines += 1
+            else:
+                self.ok_lines += 1
 
     def _id_of(self, record: dict[str, Any]) -> str:
         if self.id_key not in record:
@@ -211,6 +248,7 @@ class JsonlWriter:
         if self.fsync:
             os.fsync(self._handle.fileno())
         self.done_ids.add(record_id)
+        self._count(record)
         return True
 
     def close(self) -> None:
@@ -226,7 +264,9 @@ class JsonlWriter:
 def _write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, fsync it, then ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+                               dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -247,12 +287,16 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None
     _write_text_atomic(Path(path), text)
 
 
-def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Any]) -> int:
+def write_jsonl_atomic(path: str | os.PathLike[str], records: Iterable[Any],
+                       own_key: str | None = None) -> int:
     """Write ``records`` (dicts or pydantic models) as a complete JSONL file, atomically.
 
     For finished outputs; use ``JsonlWriter`` for long runs that must survive a kill.
-    Returns the number of lines written.
+    ``own_key``: refuse (``ForeignFileError``) to replace an existing file that is not ours by
+    ``check_own_jsonl(path, own_key)``. Returns the number of lines written.
     """
+    if own_key is not None:
+        check_own_jsonl(path, own_key)
     lines = [_dumps_line(record) for record in records]
     _write_text_atomic(Path(path), "".join(lines))
     return len(lines)
@@ -290,8 +334,10 @@ def merge_jsonl(
 ) -> int:
     """Concatenate JSONL files into ``out`` (written atomically), keeping the first line of each id.
 
-    Torn last lines of the inputs are skipped with a warning. Returns the number of lines written.
+    Torn last lines of the inputs are skipped with a warning. An existing ``out`` that is not ours
+    (``check_own_jsonl``) is refused. Returns the number of lines written.
     """
+    check_own_jsonl(out, id_key)
     seen: set[str] = set()
     lines: list[str] = []
     for path in inputs:

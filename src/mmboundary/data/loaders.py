@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmboundary.data.failures import InputError
 from mmboundary.data.formats import (
     CONVERTERS,
     ID_FIELDS,
@@ -39,8 +40,9 @@ _WS = re.compile(r"\s*")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
-class DataLoadError(ValueError):
-    """The file as a whole cannot be loaded (unknown format, or errors when asked to raise)."""
+class DataLoadError(InputError):
+    """The file as a whole cannot be loaded (empty, not JSON, no record is an object, unknown
+    format, or errors when asked to raise): an ``InputError``, exit code 2 in the CLI."""
 
 
 @dataclass
@@ -156,6 +158,22 @@ def read_records(path: str | os.PathLike[str], problems: list[Problem]) -> list[
     return [_Entry(i, key, value) for i, (key, value) in enumerate(items)]
 
 
+def _check_has_records(path: Path, entries: list[_Entry], problems: list[Problem]) -> None:
+    """``DataLoadError`` with the real reason when no record of the file is a JSON object."""
+    if any(isinstance(e.record, dict) for e in entries):
+        return
+    syntax = [p for p in problems if p.kind in ("invalid_json", "invalid_line", "torn_line")]
+    if not path.read_bytes().strip():
+        raise DataLoadError(f"{path}: the file is empty: no records")
+    if not entries and syntax:
+        raise DataLoadError(f"{path}: not a JSON or JSON Lines file of records: "
+                            f"{syntax[0].message}")
+    if not entries:
+        raise DataLoadError(f"{path}: the file holds no records")
+    raise DataLoadError(f"{path}: no record is a JSON object (record {entries[0].index}: "
+                        f"{type(entries[0].record).__name__})")
+
+
 def _detect(entries: list[_Entry], path: Path) -> str:
     votes = Counter(detect_dataset(e.record) for e in entries[:50] if isinstance(e.record, dict))
     votes.pop(None, None)
@@ -252,10 +270,11 @@ def load_annotated(
         raise FileNotFoundError(f"annotated file not found: {path}")
     problems: list[Problem] = []
     entries = read_records(path, problems)
+    _check_has_records(path, entries, problems)
     if dataset is not None:
         name = normalize_dataset_name(dataset)
     else:
-        name = _detect(entries, path) if entries else "unknown"
+        name = _detect(entries, path)
     converted = [(e.index, s) for e in entries
                  if (s := _convert(e, name, reference, path, problems)) is not None]
     _dedupe_ids(converted, path, problems)

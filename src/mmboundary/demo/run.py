@@ -31,7 +31,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     """Run every stage (resuming finished ones) and return the report folder."""
     import torch
 
-    from mmboundary.data.shapes import shipped_world_clip_path, shipped_world_model_path
+    from mmboundary.shapesworld.scenes import shipped_world_clip_path, shipped_world_model_path
 
     console = console or Console()
     torch.set_num_threads(config.threads)
@@ -69,7 +69,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
             variant = stage(f"3b/6 warm-up variant {ablation}", warmup, config, world, est,
                             vanilla, variant=ablation)
             models[ABLATION_NAMES[ablation]] = variant["model"]
-    metrics = stage("5/6 evaluate systems and baselines on the test split", _evaluate, config,
+    metrics = stage(f"5/6 evaluate systems and baselines on the {config.eval_split} split", _evaluate, config,
                     world, models, vanilla, est, clip)
     report = stage("6/6 report", _report, config, metrics, rl, sft, timings)
     total = round(time.perf_counter() - start, 1)
@@ -79,45 +79,90 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     return Path(report["dir"])
 
 
-def _train_accuracy(est: dict[str, Any], world: dict[str, Any]) -> float:
-    """The vanilla model's answer accuracy on the train split (the constant baseline's value)."""
-    from mmboundary.confidence.outputs import failed
-    from mmboundary.data.io import read_responses
-    from mmboundary.data.shapes import read_split
-    from mmboundary.evaluation.baselines import plain_steps, response_answer
-    from mmboundary.text.matching import judge_answer
+def run_demo_seeds(config: DemoConfig, seeds: int, console: Console | None = None) -> Path:
+    """``seeds`` full runs (seeds ``config.seed .. config.seed + seeds - 1``, each in
+    ``out/seed-<k>``, resumable), then one report over all of them: every metric as mean +- sd
+    over seeds, with each seed's own table kept. Returns the combined report folder."""
+    from dataclasses import replace
 
-    samples = {s.id: s for s in read_split(world["train"])}
-    scores = [judge_answer(samples[r.sample_id], response_answer(plain_steps(r).steps), None).score
-              for r in read_responses(est["estimates"]) if not failed(r)]
-    return sum(scores) / len(scores)
+    from mmboundary.evaluation.report import write_report
+
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    if seeds == 1:
+        return run_demo(config, console)
+    console = console or Console()
+    files: list[str] = []
+    for k in range(seeds):
+        seed = config.seed + k
+        console.rule(f"[bold]seed {seed} ({k + 1}/{seeds})")
+        one = replace(config, seed=seed, out_dir=str(config.out / f"seed-{seed}"))
+        run_demo(one, console)
+        files += sorted(str(p) for p in (one.out / "metrics").glob("*.json"))
+    folder = config.out / "report"
+    paths = write_report(files, folder, title=f"MMBoundary demo on ShapesWorld, {seeds} seeds "
+                         f"(mean +- sd)", notes={"seeds": [config.seed + k for k in range(seeds)],
+                                                 "config": config.to_dict()}, published=False)
+    console.rule("[bold green]all seeds done")
+    console.print(Path(paths["markdown"]).read_text())
+    console.print(f"Report over {seeds} seeds: {paths['html']}")
+    return folder
 
 
 def _evaluate(config: DemoConfig, world: dict[str, Any], models: dict[str, str], vanilla: Path,
               est: dict[str, Any], clip: Path) -> dict[str, Any]:
-    folder = config.out / "metrics"
+    """Every system on ``config.eval_split``; the constant baselines fitted on validation."""
+    if config.eval_split not in ("test", "validation"):
+        raise ValueError(f"DemoConfig.eval_split: expected 'test' or 'validation', got "
+                         f"{config.eval_split!r}")
+    folder = config.out / ("metrics" if config.eval_split == "test" else "metrics-validation")
 
     def run() -> dict[str, Any]:
         from mmboundary.data.io import write_json_atomic
-        from mmboundary.data.shapes import read_split
         from mmboundary.demo.systems import slug, system_predictions
-        from mmboundary.evaluation.evaluate import evaluate_predictions
+        from mmboundary.evaluation.evaluate import EvalConfig, evaluate_predictions
+        from mmboundary.judging.rules import RuleConfig, StepRules
         from mmboundary.models.similarity import default_similarity
+        from mmboundary.shapesworld.scenes import read_split
 
-        samples = read_split(world["test"])
-        constant = _train_accuracy(est, world)
+        rules = StepRules(RuleConfig(), similarity=default_similarity())
+        constants = _validation_constants(config, world, vanilla, rules)
+        samples = read_split(world[config.eval_split])
         preds = system_predictions(config, samples, models, vanilla, est["calibrator"], clip,
-                                   constant)
+                                   constants, rules, split=config.eval_split)
         files = {}
+        label = f"ShapesWorld ({config.eval_split})"
         for name, responses in preds.items():
-            result = evaluate_predictions(samples, responses, default_similarity(), system=name,
-                                          dataset="ShapesWorld (test)")
+            result = evaluate_predictions(samples, responses, rules.similarity, system=name,
+                                          dataset=label, rules=rules,
+                                          config=EvalConfig(seed=config.seed))
             path = folder / f"{slug(name)}.json"
             write_json_atomic(path, result.to_dict())
             files[name] = str(path)
-        return {"files": files, "constant": constant}
+        return {"files": files, "constants": constants}
 
     return cached_stage(folder, config.fresh, run)
+
+
+def _validation_constants(config: DemoConfig, world: dict[str, Any], vanilla: Path,
+                          rules: Any) -> dict[str, float]:
+    """The constant baselines' values, fitted on the validation split at the granularity each is
+    scored on: the vanilla model's answer accuracy (for ECE) and its aligned-step accuracy (for
+    MECE), both judged by the one rule set."""
+    from mmboundary.demo.systems import vanilla_responses
+    from mmboundary.evaluation.evaluate import EvalConfig, evaluate_predictions
+    from mmboundary.shapesworld.scenes import read_split
+
+    val = read_split(world["validation"])
+    responses = vanilla_responses(config, val, vanilla, config.out / "predictions-validation")
+    result = evaluate_predictions(val, responses, rules.similarity, rules=rules,
+                                  config=EvalConfig(bootstrap=0, parse="none"))
+    judged = [r.answer_correct for r in result.samples if r.answer_correct is not None]
+    step = result.metrics.get("step_accuracy")
+    if not judged or step is None:
+        raise ValueError("cannot fit the constant baselines: the vanilla model's validation "
+                         f"responses have no judged answer or aligned step ({result.counts})")
+    return {"answer": sum(judged) / len(judged), "step": float(step)}
 
 
 def _report(config: DemoConfig, metrics: dict[str, Any], rl: dict[str, Any],
@@ -125,7 +170,9 @@ def _report(config: DemoConfig, metrics: dict[str, Any], rl: dict[str, Any],
     from mmboundary.evaluation.report import write_report
 
     folder = config.out / "report"
-    notes = {"seed": config.seed, "config": config.to_dict(), "stage_seconds": timings,
+    notes = {"seed": config.seed, "split": config.eval_split,
+             "constants (fitted on validation)": metrics.get("constants"),
+             "config": config.to_dict(), "stage_seconds": timings,
              "rl_rewards": rl.get("rewards"), "sft": {k: sft.get(k) for k in ("records", "levels",
                                                                               "loss")}}
     curve = _reward_curve_png(Path(rl["model"]).parent / "reward_log.jsonl")

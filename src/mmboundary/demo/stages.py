@@ -38,17 +38,23 @@ def cached_stage(folder: Path, fresh: bool, run: Callable[[], dict[str, Any]]) -
 
 
 def make_world(config: DemoConfig) -> dict[str, Any]:
-    """ShapesWorld train and test splits with their PNGs under ``out/world``."""
-    from mmboundary.data.shapes import write_split
+    """ShapesWorld train, validation and test splits (hash-disjoint scenes) with their PNGs under
+    ``out/world``."""
+    from mmboundary.shapesworld.scenes import write_split
 
     folder = config.out / "world"
 
     def run() -> dict[str, Any]:
         train = write_split(folder, config.n_train, "train", seed=config.seed)
+        val = write_split(folder, config.n_val, "validation", seed=config.seed)
         test = write_split(folder, config.n_test, "test", seed=config.seed)
-        return {"train": str(train), "test": str(test)}
+        return {"train": str(train), "validation": str(val), "test": str(test)}
 
-    return cached_stage(folder, config.fresh, run)
+    info = cached_stage(folder, config.fresh, run)
+    if "validation" not in info:  # a world made before the validation split existed
+        info["validation"] = str(write_split(folder, config.n_val, "validation", seed=config.seed))
+        mark_done(folder, {k: v for k, v in info.items() if k != "cached"})
+    return info
 
 
 def vanilla_estimates(config: DemoConfig, world: dict[str, Any], vanilla: Path,
@@ -60,10 +66,10 @@ def vanilla_estimates(config: DemoConfig, world: dict[str, Any], vanilla: Path,
     def run() -> dict[str, Any]:
         from mmboundary.confidence import ConfidenceCalibrator, EstimateConfig, estimate_dataset
         from mmboundary.confidence.outputs import calibrator_path_for
-        from mmboundary.data.shapes import read_split
         from mmboundary.models.clip import ClipScorer
         from mmboundary.models.similarity import default_similarity
         from mmboundary.models.vlm import VLM
+        from mmboundary.shapesworld.scenes import read_split
 
         vlm = VLM.from_pretrained(vanilla, device="cpu", dtype="float32")
         samples = read_split(world["train"])
@@ -104,7 +110,8 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
     folder = config.out / f"sft-{variant}"
 
     def run() -> dict[str, Any]:
-        from mmboundary.confidence.outputs import apply_calibrator, failed
+        from mmboundary.confidence import InternalConfidenceScorer
+        from mmboundary.confidence.outputs import failed
         from mmboundary.data.io import read_responses, write_jsonl_atomic
         from mmboundary.training.config import SFTConfig
         from mmboundary.training.sft import train_sft
@@ -112,13 +119,18 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
 
         responses = read_responses(estimates["estimates"])
         ok = [r for r in responses if not failed(r)]
-        calibrator = calibrator_variant(variant, config)
-        calibrator.fit([s.raw_scores for r in ok for s in r.steps])
-        apply_calibrator(ok, calibrator)
+        calibrator = calibrator_variant(variant, config).fit(
+            [s.raw_scores for r in ok for s in r.steps])
+        InternalConfidenceScorer(None, calibrator).calibrate(ok)  # raw scores are in the file
         leveled = folder / "estimates.jsonl"
         write_jsonl_atomic(leveled, [r.model_dump(mode="json") for r in ok])
         calibrator.save(folder / "calibrator.json")
-        data_dir, summary, _ = build_sft(leveled, world["train"], folder / "data", seed=config.seed)
+        from mmboundary.text.statements import default_bank
+
+        bank = (default_bank().subset(config.statements_per_level)
+                if config.statements_per_level else None)
+        data_dir, summary, _ = build_sft(leveled, world["train"], folder / "data", seed=config.seed,
+                                         bank=bank)
         sft = SFTConfig.from_dict({"preset": "tiny-cpu"}, model=str(vanilla),
                                   dataset=str(data_dir), output_dir=str(folder / "run"),
                                   finetuning=config.sft_finetuning, learning_rate=config.sft_lr,
@@ -127,6 +139,7 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
         model = train_sft(sft)
         return {"model": str(model), "calibrator": str(folder / "calibrator.json"),
                 "records": summary.records, "levels": summary.levels,
+                "level_rule": calibrator.levels.rule,
                 "loss": _loss_curve(folder / "run" / "train_log.json")}
 
     return cached_stage(folder, config.fresh, run)
@@ -137,19 +150,60 @@ def _loss_curve(path: Path) -> dict[str, float]:
     return {"first": logs[0], "last": logs[-1]} if logs else {}
 
 
+def start_model_calibrator(config: DemoConfig, world: dict[str, Any], start_model: str,
+                           clip: Path, path: Path) -> dict[str, Any]:
+    """The calibrator of the model that scores R_CS's i_t (METHOD.md section 6).
+
+    The RL start model answers the first ``rl_calibrator_samples`` train questions (0 =
+    ``n_rl``, the RL prompts) greedily, the one ``InternalConfidenceScorer`` scores the content
+    of its steps, and the calibrator (the full method's estimators, normalisers, fusion and
+    level rule) is fitted on those steps and saved to ``path``. Returns its path and the level
+    counts of the fitted steps."""
+    from mmboundary.confidence import ConfidenceCalibrator, InternalConfidenceScorer
+    from mmboundary.models.clip import ClipScorer
+    from mmboundary.models.similarity import default_similarity
+    from mmboundary.models.vlm import VLM
+    from mmboundary.shapesworld.scenes import read_split
+
+    if config.rl_calibrator_samples < 0:
+        raise ValueError(f"DemoConfig.rl_calibrator_samples: expected >= 0 (0 = n_rl), got "
+                         f"{config.rl_calibrator_samples}")
+    samples = read_split(world["train"])[: config.rl_calibrator_samples or config.n_rl]
+    scorer = InternalConfidenceScorer(
+        VLM.from_pretrained(start_model, device="cpu", dtype="float32"),
+        ConfidenceCalibrator(estimators=tuple(config.estimators)),
+        similarity=default_similarity(), clip=ClipScorer.from_pretrained(clip, device="cpu"),
+        batch_size=config.batch_size)
+    calibrator = scorer.fit_calibrator(samples, max_new_tokens=config.max_new_tokens)
+    calibrator.save(path)
+    return {"calibrator": str(path), "samples": len(samples),
+            "failed": len(scorer.errors), "levels": calibrator.levels_.counts_}
+
+
 def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calibrator: str,
               clip: Path, name: str = "rl") -> dict[str, Any]:
-    """Stage 2: GRPO with R_KA + R_EC + R_CS from ``start_model`` (i_t by the frozen start)."""
+    """Stage 2: GRPO with R_KA + R_EC + R_CS from ``start_model`` (i_t by the frozen start).
+
+    i_t's calibrator: with ``config.rl_calibrator == "start_model"`` (default) one fitted on the
+    start model's own steps (``start_model_calibrator``); with ``"given"`` the ``calibrator``
+    passed in (the warm-up's, fitted on the vanilla model)."""
     folder = config.out / name
+    if config.rl_calibrator not in ("start_model", "given"):
+        raise ValueError(f"DemoConfig.rl_calibrator: expected 'start_model' or 'given', got "
+                         f"{config.rl_calibrator!r}")
 
     def run() -> dict[str, Any]:
         from mmboundary.training.rl import train_rl
         from mmboundary.training.rl_config import RLConfig
 
+        fitted = None
+        if config.rl_calibrator == "start_model":
+            fitted = start_model_calibrator(config, world, start_model, clip,
+                                            folder / "calibrator.json")
         rl = RLConfig(model=start_model, output_dir=str(folder / "run"),
                       train_file=world["train"], max_samples=config.n_rl,
-                      calibrator=calibrator, clip_model=str(clip),
-                      num_generations=config.rl_generations,
+                      calibrator=fitted["calibrator"] if fitted else calibrator,
+                      clip_model=str(clip), num_generations=config.rl_generations,
                       per_device_train_batch_size=config.rl_batch,
                       learning_rate=config.rl_lr, kl_beta=config.rl_kl_beta,
                       temperature=config.rl_temperature,
@@ -158,6 +212,7 @@ def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calib
                       internal_batch_size=config.batch_size)
         model = train_rl(rl)
         summary = json.loads((folder / "run" / "rl_summary.json").read_text())
-        return {"model": str(model), "rewards": summary}
+        return {"model": str(model), "rewards": summary, "calibrator": rl.calibrator,
+                "calibrator_fit": fitted}
 
     return cached_stage(folder, config.fresh, run)

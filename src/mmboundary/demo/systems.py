@@ -1,101 +1,79 @@
-"""The demo's test-time side: every system and baseline answers the test split, cached as JSONL."""
+"""The demo's test-time side: every system and baseline answers the evaluated split, cached as JSONL.
+
+The baselines run through ``evaluation.baseline_runs.BaselineRunner``, the same code as
+``mmboundary baselines`` for any VLM; the demo only names the systems and picks its settings.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from mmboundary.data.schema import Response, Sample
 from mmboundary.demo.config import DemoConfig
 
+#: display name -> ``baseline_runs.METHODS`` entry, in report order
+BASELINES = {
+    "Token probability": "token-prob",
+    "Internal C (not verbalised)": "internal", "DPV (prompted number)": "dpv",
+    "DPS (prompted statement)": "dps", "SC (k={k})": "sc", "Multisample (k={k})": "multisample",
+}
 
-def generate(model: str | Path, samples: Sequence[Sample], out: Path, config: DemoConfig, *,
-             instruction: str | None = None, num_samples: int = 1, desc: str = "generate"
-             ) -> list[list[Response]]:
-    """Responses of ``model`` to every sample (greedy, or ``num_samples`` sampled ones), cached in
-    ``out`` (JSONL); returns one list of responses per sample, in sample order."""
-    from mmboundary.data.io import read_responses, write_jsonl_atomic
 
-    if out.is_file():
-        rows = read_responses(out)
-        if len(rows) == len(samples) * num_samples:
-            return [rows[i * num_samples:(i + 1) * num_samples] for i in range(len(samples))]
-    from mmboundary.data.shapes import load_image
-    from mmboundary.models.responses import generate_responses
-    from mmboundary.models.vlm import VLM
+def _runner(model: str | Path, samples: list[Sample], config: DemoConfig, cache: Path) -> Any:
+    from mmboundary.evaluation.baseline_runs import BaselineRunner, BaselineSettings
+    from mmboundary.shapesworld.scenes import load_image
 
-    vlm = VLM.from_pretrained(model, device="cpu", dtype="float32")
-    rows: list[Response] = []
-    bar = tqdm(total=len(samples), desc=desc, unit="sample")
-    for start in range(0, len(samples), config.batch_size):
-        batch = list(samples[start:start + config.batch_size])
-        rows += generate_responses(vlm, batch, load_image, instruction=instruction,
-                                   max_new_tokens=config.max_new_tokens,
-                                   do_sample=num_samples > 1, temperature=1.0,
-                                   num_return_sequences=num_samples, seed=config.seed + start)
-        bar.update(len(batch))
-    bar.close()
-    write_jsonl_atomic(out, rows)
-    return [rows[i * num_samples:(i + 1) * num_samples] for i in range(len(samples))]
+    settings = BaselineSettings(k=config.sc_samples, max_new_tokens=config.max_new_tokens,
+                                batch_size=config.batch_size, temperature=1.0, seed=config.seed)
+    return BaselineRunner(str(model), samples, load_image, settings, cache_dir=cache,
+                          device="cpu", dtype="float32")
+
+
+def vanilla_responses(config: DemoConfig, samples: list[Sample], vanilla: Path,
+                      folder: Path) -> list[Response]:
+    """The vanilla model's greedy responses to ``samples`` (cached in ``folder``), split into
+    plain steps."""
+    from mmboundary.evaluation.baselines import plain_steps
+
+    return [plain_steps(r) for r in _runner(vanilla, samples, config, folder).greedy()]
 
 
 def system_predictions(config: DemoConfig, samples: list[Sample], models: dict[str, str],
-                       vanilla: Path, calibrator: str, clip: Path, constant: float
-                       ) -> dict[str, list[Response]]:
-    """Predictions with step confidences for every system and baseline, by display name."""
+                       vanilla: Path, calibrator: str, clip: Path, constants: dict[str, float],
+                       rules: Any, split: str = "test") -> dict[str, list[Response]]:
+    """Predictions with step confidences for every system and baseline, by display name.
+
+    ``constants``: the constant baselines' values fitted on validation (``answer``: answer
+    accuracy, ``step``: aligned-step accuracy); ``rules``: the rule set, whose step agreement
+    SC and Multisample use (exact match on ShapesWorld, where templated steps that differ in
+    one word score 0.87-0.99 in MiniLM)."""
     from mmboundary.confidence import ConfidenceCalibrator
-    from mmboundary.evaluation import baselines as B
+    from mmboundary.evaluation.baselines import constant_confidence, verbal_confidence
     from mmboundary.models.clip import ClipScorer
-    from mmboundary.models.similarity import default_similarity
-    from mmboundary.models.vlm import VLM
-    from mmboundary.text.matching import DEFAULT_STEP_TAU
-    from mmboundary.text.statements import StatementParser, default_parser
+    from mmboundary.text import default_parser
 
-    folder = config.out / "predictions"
-    folder.mkdir(parents=True, exist_ok=True)
-    sim = default_similarity()
-    parser = default_parser()
-    preds: dict[str, list[Response]] = {}
-
-    greedy = [g[0] for g in generate(vanilla, samples, folder / "vanilla.jsonl", config,
-                                     desc="vanilla")]
-    preds["Vanilla (no confidence)"] = [B.plain_steps(r) for r in greedy]
-    preds["Constant (train accuracy)"] = B.constant_confidence(greedy, constant)
-    preds["Token probability"] = B.token_probability(greedy)
-    vlm = VLM.from_pretrained(vanilla, device="cpu", dtype="float32")
-    preds["Internal C (not verbalised)"] = B.internal_confidence(
-        vlm, samples, greedy, calibrator=ConfidenceCalibrator.load(calibrator), similarity=sim,
-        clip=ClipScorer.from_pretrained(clip, device="cpu"), image_loader=_loader())
-    dpv = [g[0] for g in generate(vanilla, samples, folder / "dpv.jsonl", config,
-                                  instruction=B.DPV_INSTRUCTION, desc="DPV")]
-    preds["DPV (prompted number)"] = B.verbal_confidence(dpv, StatementParser(mode="numeric"))
-    dps = [g[0] for g in generate(vanilla, samples, folder / "dps.jsonl", config,
-                                  instruction=B.DPS_INSTRUCTION, desc="DPS")]
-    preds["DPS (prompted statement)"] = B.verbal_confidence(dps, parser)
-    k = config.sc_samples
-    sampled = generate(vanilla, samples, folder / f"sampled{k}.jsonl", config, num_samples=k,
-                       desc=f"SC x{k}")
-    preds[f"SC (k={k})"] = B.self_consistency(greedy, sampled, sim, DEFAULT_STEP_TAU)
-    sampled_dps = generate(vanilla, samples, folder / f"sampled{k}-dps.jsonl", config,
-                           num_samples=k, instruction=B.DPS_INSTRUCTION, desc=f"Multisample x{k}")
-    preds[f"Multisample (k={k})"] = B.multisample(sampled_dps, parser, sim, DEFAULT_STEP_TAU)
+    folder = config.out / ("predictions" if split == "test" else f"predictions-{split}")
+    match = {s.step_match for s in samples}
+    if len(match) != 1:
+        raise ValueError(f"samples mix step rules {sorted(match)}: SC agreement needs one")
+    runner = _runner(vanilla, samples, config, folder)
+    resources = dict(parser=default_parser(), agree=rules.agreement(match.pop()),
+                     calibrator=ConfidenceCalibrator.load(calibrator),
+                     similarity=rules.similarity,
+                     clip=ClipScorer.from_pretrained(clip, device="cpu"))
+    vanilla_steps = vanilla_responses(config, samples, vanilla, folder)
+    preds: dict[str, list[Response]] = {
+        "Vanilla (no confidence)": vanilla_steps,
+        "Constant (val. answer accuracy)": constant_confidence(vanilla_steps, constants["answer"]),
+        "Constant (val. step accuracy)": constant_confidence(vanilla_steps, constants["step"])}
+    for name, method in BASELINES.items():
+        if method in config.baselines:
+            preds[name.format(k=config.sc_samples)] = runner.run(method, **resources)
     for name, model in models.items():
-        responses = [g[0] for g in generate(model, samples, folder / f"{slug(name)}.jsonl",
-                                            config, desc=name)]
-        preds[name] = B.verbal_confidence(responses, parser)
+        greedy = _runner(model, samples, config, folder / slug(name)).greedy()
+        preds[name] = verbal_confidence(greedy, resources["parser"])
     return preds
-
-
-def _loader() -> Any:
-    from mmboundary.data.shapes import load_image
-
-    def load(sample: Sample) -> tuple[Any, str]:
-        return load_image(sample), sample.id
-
-    return load
 
 
 def slug(name: str) -> str:

@@ -1,9 +1,12 @@
-"""Confidence baselines (METHOD.md section 7), each run on the same VLM backend.
+"""Confidence baselines (METHOD.md section 7): how each turns responses into step confidences.
 
 Every baseline returns ``Response`` objects whose steps carry ``expressed_confidence`` (``None``
-where the method produced nothing for a step), so one evaluation scores them all:
+where the method produced nothing for a step), so one evaluation scores them all. This module
+holds the scoring; ``evaluation.baseline_runs`` generates the responses each one needs from any
+VLM (``mmboundary baselines`` and the demo both call it).
 
-- ``constant_confidence``: every step gets the same number (e.g. the training accuracy).
+- ``constant_confidence``: every step gets the same number; ``fit_constant`` gives the usual
+  value, the model's answer accuracy on training questions.
 - ``token_probability``: a step's confidence = exp(mean log p of its content tokens); the answer
   step's value is then the model's own answer-token probability.
 - ``internal_confidence``: the fused internal confidence C of the four estimators (the signal the
@@ -11,17 +14,22 @@ where the method produced nothing for a step), so one evaluation scores them all
 - DPV / DPS: prompt the vanilla model for a numeric (``DPV_INSTRUCTION``) or verbal
   (``DPS_INSTRUCTION``) confidence after each step; parse with the statement parser.
 - ``self_consistency`` (SC): k samples; the answer step's confidence = share of samples giving the
-  same answer; any other step's = share of samples containing an equivalent step (g >= tau).
+  same answer; any other step's = share of samples containing a step that ``agree``s with it.
 - ``multisample``: k samples with verbal confidences; each step of the majority representative
-  gets the mean stated confidence of the equivalent steps in the samples agreeing with the
-  majority answer.
+  gets the mean stated confidence of the agreeing steps in the samples that give the majority
+  answer.
+
+Step agreement in SC and Multisample is a callable ``agree(step_a, step_b) -> bool`` over step
+texts (``StepAgreement``); the rule set gives it (``judging.rules.StepRules.agreement``: exact
+match on templated data, else the step judge), so SC agrees with evaluation on what "the same
+step" means.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mmboundary.data.schema import Response, Sample, Step, extract_answer
@@ -35,6 +43,9 @@ DPS_INSTRUCTION = (
     "Answer the question step by step, one short sentence per step. End every sentence with how "
     "sure you are of it in words, for example \", but I can't be entirely sure\" or \", with total "
     "certainty\". Finish with \"So, the answer is X.\"")
+
+#: ``agree(step_a, step_b)``: do two step texts state the same thing? (SC, Multisample)
+StepAgreement = Callable[[str, str], bool]
 
 
 def response_answer(steps: Sequence[Step]) -> str | None:
@@ -54,6 +65,28 @@ def plain_steps(response: Response) -> Response:
     return response.model_copy(update={"steps": steps})
 
 
+def fit_constant(samples: Sequence[Sample], responses: Sequence[Response],
+                 similarity: Any = None) -> float:
+    """The constant baseline's value: the mean answer correctness (``text.matching.judge_answer``)
+    of ``responses`` (the model's answers to training questions) on ``samples``. Responses that
+    failed (``meta["error"]``) are left out; a response whose sample is missing is an error."""
+    from mmboundary.text.matching import judge_answer
+
+    by_id = {s.id: s for s in samples}
+    scores = []
+    for i, response in enumerate(responses):
+        if "error" in response.meta:
+            continue
+        if response.sample_id not in by_id:
+            raise ValueError(f"fit_constant: response {i} (sample_id {response.sample_id!r}) has "
+                             "no sample in the data")
+        answer = response_answer(plain_steps(response).steps)
+        scores.append(judge_answer(by_id[response.sample_id], answer, similarity).score)
+    if not scores:
+        raise ValueError("fit_constant: no scorable response (all failed or none given)")
+    return sum(scores) / len(scores)
+
+
 def constant_confidence(responses: Sequence[Response], value: float) -> list[Response]:
     """Every step of every response gets ``value`` (a calibration floor every paper should show)."""
     if not 0.0 <= value <= 1.0:
@@ -71,6 +104,9 @@ def token_probability(responses: Sequence[Response]) -> list[Response]:
     """Step confidence = exp((1/L) sum_l log p_l) over the step's tokens (needs ``token_stats``)."""
     out = []
     for response in responses:
+        if "error" in response.meta:  # a failed generation: no text, no steps, kept as it is
+            out.append(response)
+            continue
         if response.token_stats is None:
             raise ValueError(f"response {response.sample_id}: token_probability needs the "
                              "per-token statistics of its generation (token_stats is missing)")
@@ -85,20 +121,31 @@ def token_probability(responses: Sequence[Response]) -> list[Response]:
 
 def internal_confidence(vlm: Any, samples: Sequence[Sample], responses: Sequence[Response], *,
                         calibrator: Any, similarity: Any, clip: Any, image_loader: Any = None,
-                        config: Any = None) -> list[Response]:
-    """Step confidence = the calibrator's fused internal confidence C (estimators of section 2)."""
-    from mmboundary.confidence import EstimateConfig, estimate_batch
-    from mmboundary.confidence.outputs import apply_calibrator
+                        config: Any = None, scale: str = "level") -> list[Response]:
+    """Step confidence = the model's internal confidence, not verbalised: exactly the i_t that
+    R_CS compares statements with (``confidence.InternalConfidenceScorer``, same model, same
+    calibrator, same ``scale``).
 
-    config = config or EstimateConfig(estimators=tuple(calibrator.estimators),
-                                      parse_statements=False)
-    scored = estimate_batch(vlm, samples, list(responses), similarity=similarity, clip=clip,
-                            image_loader=image_loader, config=config)
-    ok = [r for r in scored if "error" not in r.meta]
-    apply_calibrator(ok, calibrator)
-    for r in ok:
-        for step in r.steps:
-            step.expressed_confidence = step.confidence
+    ``scale="level"`` (default): the level value (2k - 1) / 10 of the fused C, what a perfectly
+    self-calibrated model would state; ``"raw"``: the fused C itself. Each step also keeps its
+    ``confidence`` (C) and ``level``. ``config`` (an ``EstimateConfig``) may set
+    ``parse_statements`` (default off: vanilla responses carry no statements), ``instruction``,
+    ``include_question`` and ``batch_size``; the estimators are the calibrator's. A response that
+    cannot be scored keeps ``meta["error"]`` and no step confidences.
+    """
+    from mmboundary.confidence import InternalConfidenceScorer
+
+    options: dict[str, Any] = {"parse_statements": False}
+    if config is not None:
+        options = {"parse_statements": config.parse_statements,
+                   "instruction": config.instruction,
+                   "include_question": config.include_question, "batch_size": config.batch_size}
+    scorer = InternalConfidenceScorer(vlm, calibrator, similarity=similarity, clip=clip,
+                                      image_loader=image_loader, scale=scale, **options)
+    scored = scorer.score(samples, list(responses))
+    for r in scored:
+        for step, value in zip(r.steps, scorer.values(r), strict=True):
+            step.expressed_confidence = None if math.isnan(value) else value
     return scored
 
 
@@ -114,32 +161,40 @@ def _answer_key(answer: str | None) -> str | None:
     return None if answer is None else normalize_vqa_answer(answer)
 
 
+def _agreeing_step(step: str, steps: Sequence[Step], agree: StepAgreement) -> Step | None:
+    """The first of ``steps`` that agrees with the text ``step`` (None if none does)."""
+    return next((other for other in steps if agree(step, other.content)), None)
+
+
 def self_consistency(responses: Sequence[Response], samples: Sequence[Sequence[Response]],
-                     similarity: Any, tau: float) -> list[Response]:
-    """SC over ``samples[i]`` (k sampled responses to the same prompt as ``responses[i]``)."""
+                     agree: StepAgreement) -> list[Response]:
+    """SC over ``samples[i]`` (k sampled responses to the same prompt as ``responses[i]``): the
+    answer step gets the share of samples stating the same answer (normalised VQA answers), every
+    other step the share of samples holding a step that ``agree``s with it."""
     out = []
     for response, group in zip(responses, samples, strict=True):
         r = plain_steps(response)
-        group_steps = [split_steps(g.text) for g in group]
+        group_steps = [split_steps(g.text) for g in group if "error" not in g.meta]
         key = _answer_key(response_answer(r.steps))
         keys = [_answer_key(response_answer(steps)) for steps in group_steps]
         for step in r.steps:
-            if extract_answer(step.content) is not None:
-                step.expressed_confidence = sum(k == key for k in keys) / len(keys) if keys else None
-                continue
-            hits = 0
-            for steps in group_steps:
-                texts = [s.content for s in steps]
-                if texts and float(similarity.pairwise([step.content], texts).max()) >= tau:
-                    hits += 1
-            step.expressed_confidence = hits / len(group_steps) if group_steps else None
+            if not group_steps:
+                step.expressed_confidence = None
+            elif extract_answer(step.content) is not None:
+                step.expressed_confidence = sum(k == key for k in keys) / len(keys)
+            else:
+                hits = sum(_agreeing_step(step.content, steps, agree) is not None
+                           for steps in group_steps)
+                step.expressed_confidence = hits / len(group_steps)
         out.append(r)
     return out
 
 
-def multisample(samples: Sequence[Sequence[Response]], parser: Any, similarity: Any,
-                tau: float) -> list[Response]:
-    """Multisample over k verbal-confidence samples per prompt (see the module docstring)."""
+def multisample(samples: Sequence[Sequence[Response]], parser: Any,
+                agree: StepAgreement) -> list[Response]:
+    """Multisample over k verbal-confidence samples per prompt: the first sample giving the
+    majority answer represents the group; each of its steps gets the mean stated confidence of
+    the first agreeing step (``agree``) in each sample giving that answer."""
     out = []
     for group in samples:
         parsed = verbal_confidence(group, parser)
@@ -151,13 +206,10 @@ def multisample(samples: Sequence[Sequence[Response]], parser: Any, similarity: 
         for step in rep.steps:
             values = []
             for other in agreeing:
-                cands = [s for s in other.steps if s.expressed_confidence is not None]
-                if not cands:
-                    continue
-                sims = similarity.pairwise([step.content], [s.content for s in cands])[0]
-                best = int(sims.argmax())
-                if sims[best] >= tau:
-                    values.append(cands[best].expressed_confidence)
+                stated = [s for s in other.steps if s.expressed_confidence is not None]
+                match = _agreeing_step(step.content, stated, agree)
+                if match is not None:
+                    values.append(match.expressed_confidence)
             step.expressed_confidence = sum(values) / len(values) if values else None
         out.append(rep)
     return out

@@ -131,8 +131,8 @@ def multi_granularity_ece(aligned_step_confidences: Sequence[Sequence[float]],
 
     Inputs are per sample: ``aligned_step_confidences[i]`` = expressed confidences of sample i's
     predicted steps that were aligned one-to-one to reference steps
-    (:func:`mmboundary.text.matching.align_steps`; unaligned steps are dropped), and
-    ``aligned_step_correct[i]`` their correctness (similarity >= tau). The steps of all samples
+    (:class:`mmboundary.judging.rules.StepRules`; unaligned steps are dropped), and
+    ``aligned_step_correct[i]`` their correctness (the step judge). The steps of all samples
     are pooled: ``MECE = ECE(concat_i conf_i, concat_i correct_i)``. **(ours: the exact rule;
     METHOD.md section 7)**
 
@@ -198,3 +198,59 @@ def auroc(confidences: Sequence[float] | np.ndarray,
         return None
     ranks = _average_ranks(conf)
     return float((ranks[acc == 1.0].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def area_under_risk_coverage(confidences: Sequence[float] | np.ndarray,
+                             correct: Sequence[float] | np.ndarray) -> float:
+    """AURC: the mean selective risk over coverages, answering the most confident first.
+
+    Sort by confidence (descending); at coverage k/N the selective risk is the error rate of the
+    k most confident. Tied confidences are accepted together: every k inside a tie group gets the
+    group's risk at its end (the order within a tie is not the predictor's to choose).
+    ``AURC = (1/N) sum_k risk(k)``; lower is better; a constant predictor scores the error rate;
+    a perfect ranking is the floor, which depends on the error rate (Geifman et al., 2019).
+
+    >>> area_under_risk_coverage([0.9, 0.8, 0.3], [1, 1, 0])  # risks 0, 0, 1/3
+    0.111111111111111
+    >>> area_under_risk_coverage([0.5, 0.5], [1, 0])  # one tie group: risk 1/2 at both k
+    0.5
+    """
+    conf, acc = _validate(confidences, correct)
+    order = np.argsort(-conf, kind="stable")
+    conf, err = conf[order], 1.0 - acc[order]
+    cum_err = np.cumsum(err)
+    # the end of each tie group: last index with the same confidence
+    ends = np.searchsorted(-conf, -conf, side="right") - 1
+    risks = cum_err[ends] / (ends + 1)
+    return round(float(risks.mean()), 15)
+
+
+@dataclass(frozen=True)
+class ChainScores:
+    """Step-level precision, recall and F1 of one predicted chain against its reference."""
+
+    precision: float
+    recall: float
+    f1: float
+    n_pred: int
+    n_ref: int
+    n_correct: int
+
+
+def chain_scores(n_correct: int, n_pred: int, n_ref: int) -> ChainScores:
+    """The paper's chain F1 for one sample from its one-to-one alignment.
+
+    precision = correct predicted steps / predicted steps; recall = reference steps covered by a
+    correct aligned step / reference steps (one-to-one, so both numerators are the number M of
+    correct aligned pairs): ``P = M / n_pred``, ``R = M / n_ref``, ``F1 = 2PR / (P + R)`` (0 when
+    P + R = 0). An empty prediction scores 0. An empty reference raises (recall is undefined).
+
+    >>> round(chain_scores(2, 3, 4).f1, 6)  # P = 2/3, R = 1/2
+    0.571429
+    """
+    if n_ref == 0:
+        raise ValueError("the reference chain is empty: step recall and F1 are undefined")
+    precision = n_correct / n_pred if n_pred else 0.0
+    recall = n_correct / n_ref
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return ChainScores(precision, recall, f1, n_pred, n_ref, n_correct)

@@ -5,8 +5,8 @@ Hugging Face classes (Qwen2-VL, LLaVA = CLIP vision + Qwen2 text, Idefics3 = Smo
 CLIP dual encoder) with hidden size ~64, 2 layers and 64x64 images, plus a byte-level BPE tokenizer
 trained in memory on a small English corpus (byte-level: every string round-trips), the
 architecture's special tokens and a chat template. Everything is saved with ``save_pretrained``, so
-``VLM.from_pretrained(out_dir)`` (or ``AutoModelForImageTextToText`` / ``AutoProcessor`` for LLaVA
-and Idefics3) loads it by path.
+``VLM.from_pretrained(out_dir)`` (or ``AutoModelForImageTextToText`` / ``AutoProcessor`` for LLaVA,
+LLaVA-NeXT and Idefics3) loads it by path.
 
 Bigger variants for training (the ShapesWorld model) pass overrides::
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-ARCHS = ("qwen2-vl", "qwen2.5-vl", "llava", "idefics3", "clip")
+ARCHS = ("qwen2-vl", "qwen2.5-vl", "llava", "llava-next", "idefics3", "clip")
 
 DEFAULT_CORPUS: list[str] = [
     "The image shows a red circle next to a blue square on a white background.",
@@ -70,6 +70,7 @@ _SPECIALS: dict[str, list[str]] = {
     "clip": ["<|startoftext|>", "<|endoftext|>"],
 }
 _SPECIALS["qwen2.5-vl"] = _SPECIALS["qwen2-vl"]
+_SPECIALS["llava-next"] = _SPECIALS["llava"]
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def _wrap_tokenizer(arch: str, tok: Any) -> Any:
     specials = _SPECIALS[arch]
     eos = "<end_of_utterance>" if arch == "idefics3" else "<|im_end|>"
     template = _IDEFICS3_TEMPLATE if arch == "idefics3" else _QWEN_TEMPLATE.replace(
-        "{{ IMAGE }}", "<image>" if arch == "llava"
+        "{{ IMAGE }}", "<image>" if arch in ("llava", "llava-next")
         else "<|vision_start|><|image_pad|><|vision_end|>")
     extra = [t for t in specials if t not in ("<|endoftext|>", eos)]
     return PreTrainedTokenizerFast(
@@ -202,6 +203,31 @@ def _llava(spec: TinySpec, tok: Any) -> tuple[Any, Any]:
     image_processor = tf.CLIPImageProcessorPil(
         size={"shortest_edge": spec.image_size}, crop_size=side)
     processor = tf.LlavaProcessor(
+        image_processor=image_processor, tokenizer=tok, patch_size=spec.patch_size,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=tok.chat_template, image_token="<image>")
+    return model, processor
+
+
+def _llava_next(spec: TinySpec, tok: Any) -> tuple[Any, Any]:
+    """LLaVA-NeXT (LLaVA-1.6): CLIP vision + Llama text, any-resolution tiles of ``image_size``
+    (grid pinpoints 1x1, 1x2, 2x1 tiles) plus the downscaled whole image, as in
+    llava-v1.6-vicuna-7b-hf."""
+    import transformers as tf
+
+    side = spec.image_size
+    pinpoints = [[side, side], [side, 2 * side], [2 * side, side]]
+    config = tf.LlavaNextConfig(
+        vision_config=_clip_vision(spec), text_config=tf.LlamaConfig(**_text_kwargs(spec, tok)),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        image_seq_length=(side // spec.patch_size) ** 2, image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+        projector_hidden_act="gelu", tie_word_embeddings=False)
+    model = tf.LlavaNextForConditionalGeneration(config)
+    image_processor = tf.LlavaNextImageProcessorPil(
+        size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+        image_grid_pinpoints=pinpoints)
+    processor = tf.LlavaNextProcessor(
         image_processor=image_processor, tokenizer=tok, patch_size=spec.patch_size,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
         chat_template=tok.chat_template, image_token="<image>")
@@ -288,6 +314,8 @@ def make_tiny(
         model, processor = _qwen2vl(arch, spec, tok)
     elif arch == "llava":
         model, processor = _llava(spec, tok)
+    elif arch == "llava-next":
+        model, processor = _llava_next(spec, tok)
     elif arch == "idefics3":
         model, processor = _idefics3(spec, tok)
     else:

@@ -119,6 +119,18 @@ def _common_prefix_len(a: str, b: str) -> int:
     return n
 
 
+class InputTooLongError(ValueError):
+    """An input longer than the model's context: ``tokens`` (or a lower bound), the ``limit``,
+    and the ``field`` that makes it long (``question`` for the prompt, ``response``)."""
+
+    def __init__(self, tokens: int, limit: int, field: str, detail: str) -> None:
+        super().__init__(f"{detail} > the model's context of {limit} tokens")
+        self.tokens, self.limit, self.field = tokens, limit, field
+
+
+_NO_LIMIT = 10**9  # tokenizers without a limit report model_max_length = 1e30
+
+
 @dataclass
 class Generation:
     """One generated response: its text (special tokens stripped), per-token statistics over the
@@ -175,6 +187,32 @@ class VLM:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def context_length(self) -> int | None:
+        """Most tokens (prompt with image tokens + response) the model takes: the text model's
+        ``max_position_embeddings``, capped by the tokenizer's ``model_max_length`` when that is
+        set; None when neither says."""
+        config = self.model.config
+        text_config = getattr(config, "text_config", None) or config
+        limits = [getattr(text_config, "max_position_embeddings", None),
+                  getattr(self.tokenizer, "model_max_length", None)]
+        limits = [int(n) for n in limits if isinstance(n, int) and 0 < n < _NO_LIMIT]
+        return min(limits) if limits else None
+
+    def prompt_token_count(self, prompt: str, image: Image.Image) -> int:
+        """Tokens the model sees for ``prompt`` with ``image`` (image tokens included).
+
+        The processor (image preprocessing, the costly part) runs once per image size: the image
+        tokens it adds to a prompt's plain tokenisation depend on the image size only, so later
+        prompts with an image of a size seen before are counted with the tokenizer alone."""
+        plain = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        key = tuple(image.size) if image is not None else None
+        cache = self.__dict__.setdefault("_image_token_extra", {})
+        if key not in cache:
+            full = int(self._processed([prompt], [image])["input_ids"].shape[1])
+            cache[key] = full - plain
+        return plain + cache[key]
+
     def prompt_text(self, question: str | Sample, instruction: str | None = None) -> str:
         """The chat-template prompt (generation prompt included) for a question text or a Sample
         (rendered with ``question_prompt(sample, instruction)``)."""
@@ -187,14 +225,23 @@ class VLM:
         """Prompt strings as given; a Sample becomes ``prompt_text(sample)``."""
         return [self.prompt_text(p) if isinstance(p, Sample) else p for p in prompts]
 
+    def _processed(self, prompts: list[str], images: list[Image.Image]) -> Any:
+        return self.processor(text=list(prompts), images=[[im.convert("RGB")] for im in images],
+                              padding=True, padding_side="left", return_tensors="pt")
+
     def _encode(self, prompts: list[str], images: list[Image.Image]) -> Any:
         if len(prompts) != len(images):
             raise ValueError(f"VLM: {len(prompts)} prompts but {len(images)} images")
         for i, image in enumerate(images):
             if image is None:
                 raise ValueError(f"VLM: image {i} is missing (None); every prompt needs an image")
-        enc = self.processor(text=list(prompts), images=[[im.convert("RGB")] for im in images],
-                             padding=True, padding_side="left", return_tensors="pt")
+        enc = self._processed(prompts, images)
+        limit = self.context_length
+        if limit is not None and enc["input_ids"].shape[1] > limit:
+            lengths = enc["attention_mask"].sum(dim=1).tolist()
+            i = max(range(len(lengths)), key=lengths.__getitem__)
+            raise InputTooLongError(int(lengths[i]), limit, "question",
+                                    f"VLM: prompt {i} is {int(lengths[i])} tokens")
         enc = enc.to(self.device)
         for key in ("pixel_values",):
             if key in enc and enc[key].is_floating_point():

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from mmboundary.data.schema import Step
+from mmboundary.data.schema import Step, extract_answer
 from mmboundary.text.statements import (
     CONJUNCTIONS,
     LEVELS,
@@ -135,7 +135,7 @@ class StatementParser:
         pending: list[tuple[int, str, list[int]]] = []  # (step index, body, candidate starts)
         for i, text in enumerate(step_texts):
             body = split_final_punct(text)[0]
-            starts = self._word_starts(body, allow_bare)
+            starts = _keeping_answer(body, self._word_starts(body, allow_bare))
             out[i] = self._detect_exact(body, starts)
             if out[i] is None:
                 cands = self._candidate_starts(body, starts, allow_bare)
@@ -235,6 +235,15 @@ class StatementParser:
             return None
         start = match.start() + len(match.group()) - len(match.group().lstrip(" \t,;"))
         return Detection(start, len(body), body[start:], value, value_to_level(value))
+
+
+def _keeping_answer(body: str, starts: list[int]) -> list[int]:
+    """The statement starts that leave a stated answer in the content: a statement is never
+    detected inside "So, the answer is X" (the nearest-neighbour fallback would otherwise read
+    "the answer is I don't know" as a level-2 statement and the answer step would vanish)."""
+    if extract_answer(body) is None:
+        return starts
+    return [s for s in starts if extract_answer(body[:s].rstrip(" ,;:")) is not None]
 
 
 @functools.lru_cache(maxsize=4)

@@ -6,7 +6,7 @@ follow a sentence ("The cake says 30, but I can't be entirely sure.").
 
 - value -> statement: ``StatementBank.sample(level, rng)``, uniform over the level's pool (seeded).
 - statement -> value (paper: sentence encoder + cosine): ``StatementParser`` (in
-  ``text.statement_parser``, also importable from here) tries an exact bank
+  ``text.statement_parser``; both are exported by ``mmboundary.text``) tries an exact bank
   match first, else embeds the step's candidate trailing clauses and takes the nearest bank
   statement by cosine; a best cosine below ``threshold`` means the step states nothing.
 - ablation "w/o S-S mapping" **(ours)**: ``insert_numeric`` writes "(confidence 0.7)" instead, and
@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 Mode = Literal["statement", "numeric"]
@@ -123,6 +123,15 @@ class StatementBank:
             index.setdefault(_strip_conjunction(norm), level)
         return index
 
+    def subset(self, per_level: int) -> StatementBank:
+        """The first ``per_level`` statements of each level (the shipped bank lists the paper's
+        own examples first): a compact set a small model can learn (**ours**; the full bank stays
+        the default for real models). Every statement of the subset parses exactly with the full
+        bank, so evaluation needs no other parser."""
+        if per_level < 1:
+            raise ValueError(f"StatementBank.subset: per_level must be >= 1, got {per_level}")
+        return StatementBank({k: pool[:per_level] for k, pool in self.levels.items()})
+
     def sample(self, level: int, rng: random.Random) -> str:
         """A statement of ``level`` drawn uniformly from its pool with ``rng`` (seeded by the caller)."""
         if level not in self.levels:
@@ -180,20 +189,3 @@ def insert_confidence(step_text: str, level: int, rng: random.Random, *, mode: M
     if mode == "statement":
         return insert_statement(step_text, (bank or default_bank()).sample(level, rng))
     raise ValueError(f"mode must be 'statement' or 'numeric', got {mode!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# Parsing (statement -> value) lives in text/statement_parser.py; its public names are served
-# from here too, since most call sites import them from this module. Resolved on first access
-# (PEP 562) because statement_parser imports the bank from this module.
-# --------------------------------------------------------------------------------------------
-_PARSER_NAMES = frozenset({"StatementParser", "Detection", "default_parser", "parse_steps",
-                           "statement_confidence"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PARSER_NAMES:
-        from mmboundary.text import statement_parser
-
-        return getattr(statement_parser, name)
-    raise AttributeError(f"module 'mmboundary.text.statements' has no attribute {name!r}")

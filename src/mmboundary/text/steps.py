@@ -36,8 +36,9 @@ def _word_before(text: str, dot: int) -> str:
     return text[start:dot]
 
 
-def _is_boundary(text: str, term: int, after: int, line_start: int) -> bool:
-    """Whether the terminator at ``term`` (closers end at ``after``) ends a sentence."""
+def _is_boundary(text: str, term: int, after: int, seg_start: int) -> bool:
+    """Whether the terminator at ``term`` (closers end at ``after``) ends a sentence;
+    ``seg_start`` = where the current sentence began (a list marker there never ends one)."""
     nxt = after
     while nxt < len(text) and text[nxt] in " \t":
         nxt += 1
@@ -51,8 +52,8 @@ def _is_boundary(text: str, term: int, after: int, line_start: int) -> bool:
             return False
         if word in NUMBER_ABBREVIATIONS and nxt < len(text) and text[nxt].isdigit():
             return False
-        if _LIST_MARKER.match(text[line_start : term + 1]):
-            return False  # "1. The image shows ..."
+        if _LIST_MARKER.match(text[seg_start : term + 1]):
+            return False  # "1. The image shows ...", also inline: "... a cake. 2. The cake ..."
         if re.fullmatch(r"(?:[a-z]\.)+[a-z]", word):
             return False  # dotted initialisms "u.s", "e.g" variants
     return True
@@ -61,19 +62,17 @@ def _is_boundary(text: str, term: int, after: int, line_start: int) -> bool:
 def _raw_segments(text: str) -> list[tuple[int, int]]:
     """Sentence segments as half-open spans before whitespace trimming."""
     cuts: list[int] = []
-    line_start = 0
     i = 0
     n = len(text)
     while i < n:
         ch = text[i]
         if ch == "\n":
             cuts.append(i + 1)
-            line_start = i + 1
         elif ch in _TERMINATORS:
             j = i + 1
             while j < n and (text[j] in _TERMINATORS or text[j] in _CLOSERS):
                 j += 1
-            if j >= n or _is_boundary(text, i, j, line_start):
+            if j >= n or _is_boundary(text, i, j, cuts[-1] if cuts else 0):
                 cuts.append(j)
             i = j
             continue

@@ -6,8 +6,10 @@ Per completion with steps t = 1..T (one sentence each, ``parse_steps``):
   counts 0.5 and lowers the format score;
 - a_t: step correctness, 1 if max_j g(content_t, ref_j) >= tau else 0 (g = sentence similarity,
   ref_j = the sample's reference steps, tau configurable);
-- i_t: internal confidence (sections 2-3), scored by the frozen warm-up model by default **(ours)**
-  or by the policy being trained (the paper's figure);
+- i_t: internal confidence (sections 2-3) on the statements' scale: the level value (2k - 1) / 10
+  of the step's fused C (``confidence.InternalConfidenceScorer``), with the calibrator fitted on
+  the scoring model; scored by the frozen warm-up model by default **(ours)** or by the policy
+  being trained (the paper's figure);
 - ans: 1 if the final answer ("So, the answer is X") is correct, else 0.
 
 The per-step values are computed ONCE per completion by a ``training.step_analysis.StepAnalyzer``
@@ -60,6 +62,11 @@ def expected_calibration(expressed: Sequence[float], step_correct: Sequence[floa
 
 def confidence_self_calibration(expressed: Sequence[float], internal: Sequence[float]) -> float:
     """R_CS = 1 - mean_t |e_t - i_t| **(ours: the form)**; no steps scores 0.
+
+    e_t and i_t must be on one scale (METHOD.md section 6): e_t is a stated level's value
+    (2k - 1) / 10, so i_t is the level value of the internal confidence, not the raw fused C.
+    Against a raw C, which a real model concentrates in a narrow band, always stating the middle
+    level would beat stating the taught levels.
 
     Steps whose i_t is NaN (no content token to score) are left out of the mean; NaN when no
     step has an i_t.
@@ -172,10 +179,13 @@ def confidence_self_calibration_reward(completions: list, sample: list, *,
     """R_CS = 1 - mean_t |e_t - i_t| (confidence self-calibration, METHOD.md section 6).
 
     e_t = expressed confidence (0.5 without a statement), i_t = internal confidence from the
-    analyzer's scorer (frozen warm-up model by default **(ours)**). An empty completion scores 0.
+    analyzer's scorer (``confidence.InternalConfidenceScorer``: the level value (2k - 1) / 10 of
+    the frozen warm-up model's fused C by default **(ours)**), so both sit on the five level
+    values. What it is not: a reward for being right (that is R_KA / R_EC); a model that states
+    exactly its own internal level scores 1 however wrong it is. An empty completion scores 0.
     Arguments as :func:`knowledge_accuracy_reward`; the analyzer must have an ``internal`` scorer.
 
-    Example with a scorer that finds every step 0.7 sure:
+    Example with a scorer that puts every step at level 4 (value 0.7):
     >>> from mmboundary.data.schema import Sample
     >>> from mmboundary.training.step_analysis import StepAnalyzer
     >>> s = Sample(id="s1", dataset="toy", question="How many circles?")

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from mmboundary.data.io import read_jsonl, write_json_atomic
-from mmboundary.data.schema import Sample, Step
+from mmboundary.data.schema import Sample
+from mmboundary.judging.rules import StepRules
 from mmboundary.training import rewards as R
 from mmboundary.training.rl_config import RLConfig
 from mmboundary.training.step_analysis import StepAnalyzer
@@ -37,39 +38,30 @@ logger = logging.getLogger(__name__)
 # Data
 # ---------------------------------------------------------------------------------------------
 def load_rl_samples(config: RLConfig) -> list[Sample]:
-    """The training samples: ``train_file`` (any format ``data.loaders.load_annotated`` reads:
-    the authors' annotated JSON, Sample JSON/JSONL, a ShapesWorld split) or ``shapes_train``
-    generated ShapesWorld samples; cut to ``max_samples``. Broken records are logged and skipped."""
-    if config.train_file is not None:
-        from mmboundary.data.loaders import load_annotated
+    """The training samples of ``train_file`` (any format ``data.loaders.load_annotated`` reads:
+    the authors' annotated JSON, Sample JSON/JSONL, a ShapesWorld split), cut to ``max_samples``.
+    Broken records are logged and skipped."""
+    from mmboundary.data.loaders import load_annotated
 
-        path = Path(config.train_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"RLConfig.train_file: no file at {path}")
-        loaded = load_annotated(path, images_dir=config.images_dir)
-        for problem in loaded.errors:
-            logger.warning("RL data: %s", problem)
-        samples = loaded.samples
-    else:
-        from mmboundary.data.shapes import make_samples
-
-        samples = make_samples(config.shapes_train, seed=config.shapes_seed, split="train")
+    path = Path(config.train_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"RLConfig.train_file: no file at {path}")
+    loaded = load_annotated(path, images_dir=config.images_dir)
+    for problem in loaded.errors:
+        logger.warning("RL data: %s", problem)
+    samples = loaded.samples
     samples = samples[: config.max_samples] if config.max_samples else samples
     if not samples:
-        raise ValueError(f"RL: no training samples (train_file={config.train_file}, "
-                         f"shapes_train={config.shapes_train})")
+        raise ValueError(f"RL: no training samples in {config.train_file}")
     return samples
 
 
 def sample_image(sample: Sample, images_dir: str | None) -> Any:
-    """The sample's PIL image: ShapesWorld samples render from ``meta``; others from disk."""
-    if "render" in sample.meta and "scene" in sample.meta:
-        from mmboundary.data.shapes import load_image as load_shapes_image
-
-        return load_shapes_image(sample)
+    """The sample's PIL image from disk (``data.images``; a missing or broken one raises, naming
+    the record)."""
     from mmboundary.data.images import load_image, resolve_image
 
-    return load_image(resolve_image(sample, images_dir))
+    return load_image(resolve_image(sample, images_dir), sample.id)
 
 
 def build_rl_dataset(samples: Sequence[Sample], images_dir: str | None,
@@ -86,76 +78,25 @@ def build_rl_dataset(samples: Sequence[Sample], images_dir: str | None,
 
 
 # ---------------------------------------------------------------------------------------------
-# Internal confidence i_t: a model's teacher-forced pass + estimators + fitted calibrator
+# Internal confidence i_t: confidence.InternalConfidenceScorer (the one scorer, shared with the
+# "Internal C" baseline), on the level-value scale by default (METHOD.md section 6)
 # ---------------------------------------------------------------------------------------------
-class ModelInternalConfidence:
-    """i_t for every step of a batch of completions (implements
-    ``step_analysis.InternalConfidence``).
-
-    ``confidence.pipeline.estimate_batch`` (ONE teacher-forced pass of ``vlm`` over prompt +
-    completion per batch, the calibrator's estimators on each step's content tokens), then the
-    fitted ``ConfidenceCalibrator`` (normalise + fuse). A step without content tokens, or a
-    completion the pipeline cannot score (its reason is in ``errors``), gets NaN: R_CS then
-    averages over the other steps, or is ``None``. ``vlm`` is the frozen warm-up model, or the
-    policy (``internal_from="policy"``; scored in eval mode, no gradients).
-    """
-
-    def __init__(self, vlm: Any, calibrator: Any, *, similarity: Any = None, clip: Any = None,
-                 parser: Any = None, instruction: str | None = None, batch_size: int = 8) -> None:
-        self.vlm, self.calibrator, self.parser = vlm, calibrator, parser
-        self.similarity, self.clip = similarity, clip
-        self.instruction, self.batch_size = instruction, batch_size
-        self.errors: list[str] = []
-
-    def responses(self, samples: Sequence[Sample], images: Sequence[Any],
-                  texts: Sequence[str], estimators: Sequence[str] | None = None) -> list[Any]:
-        """The pipeline's ``Response`` per completion, steps carrying ``raw_scores``."""
-        from mmboundary.confidence.pipeline import EstimateConfig, estimate_batch
-
-        by_id = {s.id: im for s, im in zip(samples, images, strict=True) if im is not None}
-
-        def loader(sample: Sample) -> tuple[Any, str]:
-            image = by_id.get(sample.id)
-            return (image if image is not None else sample_image(sample, None)), sample.id
-
-        names = tuple(estimators or self.calibrator.estimators)
-        config = EstimateConfig(estimators=names, instruction=self.instruction,
-                                batch_size=self.batch_size, keep_token_stats=False)
-        model = self.vlm.model
-        was_training = model.training
-        model.eval()
-        try:
-            return estimate_batch(self.vlm, list(samples), list(texts),
-                                  similarity=self.similarity, clip=self.clip,
-                                  parser=self.parser, image_loader=loader, config=config)
-        finally:
-            model.train(was_training)
-
-    def __call__(self, samples: Sequence[Sample], images: Sequence[Any], texts: Sequence[str],
-                 steps: Sequence[Sequence[Step]]) -> list[list[float]]:
-        from mmboundary.confidence.outputs import apply_calibrator
-
-        responses = self.responses(samples, images, texts)
-        scored = [r for r in responses if "error" not in r.meta]
-        apply_calibrator(scored, self.calibrator)
-        self.errors = [r.meta["error"] for r in responses if "error" in r.meta]
-        out = []
-        for response, own in zip(responses, steps, strict=True):
-            if "error" in response.meta or len(response.steps) != len(own):
-                out.append([float("nan")] * len(own))
-                continue
-            out.append([float("nan") if st.confidence is None else float(st.confidence)
-                        for st in response.steps])
-        return out
-
-
 def _build_internal(config: RLConfig, policy: Any, similarity: Any, parser: Any) -> Any:
-    """The i_t scorer for R_CS (None when gamma = 0 and no calibrator is given)."""
+    """The i_t scorer for R_CS (None when no calibrator is given).
+
+    ``config.calibrator`` must be fitted on the scoring model's own steps (the warm-up model by
+    default; ``internal_from="policy"`` scores with the policy, in eval mode, no gradients).
+    i_t = the level value (2k - 1) / 10 of its fused C (``internal_scale="level"``) or C itself
+    (``"raw"``, not recommended: see ``confidence.scorer``).
+    """
     if config.calibrator is None:
         return None
-    from mmboundary.confidence.normalize import ConfidenceCalibrator
+    from mmboundary.confidence import ConfidenceCalibrator, InternalConfidenceScorer
 
     calibrator = ConfidenceCalibrator.load(config.calibrator)
+    if not calibrator.is_fitted:
+        raise ValueError(f"RLConfig.calibrator: {config.calibrator} holds no fitted calibrator "
+                         "(no normalisers or level cuts)")
     clip = None
     if "clips" in calibrator.estimators:
         if config.clip_model is None:
@@ -171,9 +112,11 @@ def _build_internal(config: RLConfig, policy: Any, similarity: Any, parser: Any)
 
         scorer_vlm = VLM.from_pretrained(config.internal_model or config.model, device=_device())
         scorer_vlm.model.requires_grad_(False)
-    return ModelInternalConfidence(scorer_vlm, calibrator, similarity=similarity, clip=clip,
-                                   parser=parser, instruction=config.instruction,
-                                   batch_size=config.internal_batch_size)
+    return InternalConfidenceScorer(
+        scorer_vlm, calibrator, similarity=similarity, clip=clip, parser=parser,
+        instruction=config.instruction, batch_size=config.internal_batch_size,
+        image_loader=lambda sample: (sample_image(sample, config.images_dir), sample.id),
+        scale=config.internal_scale)
 
 
 def _device() -> str:
@@ -206,7 +149,8 @@ def build_reward_functions(config: RLConfig,
 
 
 _LOGGED_PREFIXES = ("rewards/", "reward", "mmb/", "kl", "entropy", "completions/mean_length",
-                    "learning_rate", "loss")
+                    "learning_rate", "loss", "step_time",
+                    "num_tokens")
 
 
 def reward_log_callback(path: Path) -> Any:
@@ -276,18 +220,23 @@ def _peft_config(config: RLConfig, model: Any) -> Any:
 
 
 def _save_final(trainer: Any, processor: Any, config: RLConfig) -> Path:
-    """Save ``adapter/`` (LoRA) and the merged ``model/``; returns the loadable model folder."""
-    out = Path(config.output_dir)
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):  # a peft model
-        model.save_pretrained(out / "adapter")
-        processor.save_pretrained(out / "adapter")
-        if not config.merge_lora:
-            return out / "adapter"
-        model = model.merge_and_unload()
-    model.save_pretrained(out / "model")
-    processor.save_pretrained(out / "model")
-    return out / "model"
+    """Save ``adapter/`` (LoRA) and the merged ``model/``; returns the loadable model folder.
+    Every process calls it (``save_model`` gathers ZeRO-3 shards); only the main one writes, and
+    the merge reads the saved adapter (``training.sft.merge_lora_adapter``)."""
+    from mmboundary.training.sft import merge_lora_adapter, record_save
+
+    out, main = Path(config.output_dir), trainer.is_world_process_zero()
+    lora = hasattr(trainer.accelerator.unwrap_model(trainer.model), "merge_and_unload")
+    target = out / ("adapter" if lora and not config.merge_lora else "model")
+    trainer.save_model(str(out / "adapter" if lora else target))
+    if main:
+        if lora and config.merge_lora:
+            dtype = next(trainer.accelerator.unwrap_model(trainer.model).parameters()).dtype
+            merge_lora_adapter(config.model, out / "adapter", dtype).save_pretrained(target)
+        processor.save_pretrained(target)
+        record_save(out, target)
+    trainer.accelerator.wait_for_everyone()
+    return target
 
 
 def train_rl(config: RLConfig) -> Path:
@@ -297,13 +246,15 @@ def train_rl(config: RLConfig) -> Path:
 
     from mmboundary.models.similarity import load_similarity
     from mmboundary.models.vlm import VLM
-    from mmboundary.text.statements import StatementParser
+    from mmboundary.text import StatementParser
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(out / "rl_config.yaml")
     log_path = out / "reward_log.jsonl"
-    log_path.unlink(missing_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # the main process logs and saves
+        config.to_yaml(out / "rl_config.yaml")
+        log_path.unlink(missing_ok=True)
+        (out / "saves.jsonl").unlink(missing_ok=True)
 
     samples = load_rl_samples(config)
     dataset = build_rl_dataset(samples, config.images_dir, config.instruction)
@@ -311,9 +262,9 @@ def train_rl(config: RLConfig) -> Path:
     policy = VLM.from_pretrained(config.model, device="cpu", dtype=dtype)
     similarity = load_similarity(config.similarity)
     parser = StatementParser(similarity=similarity)
-    analyzer = StepAnalyzer(parse=parser.parse, similarity=similarity, tau=config.step_tau,
-                              answer_tau=config.answer_tau,
-                              internal=_build_internal(config, policy, similarity, parser))
+    rules = StepRules(config.rules(), similarity=similarity)
+    analyzer = StepAnalyzer(parse=parser.parse, rules=rules,
+                            internal=_build_internal(config, policy, similarity, parser))
     funcs, weights = build_reward_functions(config, analyzer)
     trainer = GRPOTrainer(model=policy.model, reward_funcs=funcs,
                           args=grpo_args(config, weights), train_dataset=dataset,
@@ -323,7 +274,8 @@ def train_rl(config: RLConfig) -> Path:
                 [f.func.__name__ for f in funcs], weights)
     trainer.train()
     path = _save_final(trainer, policy.processor, config)
-    write_json_atomic(out / "rl_summary.json", summarize_reward_log(log_path))
+    if trainer.is_world_process_zero():
+        write_json_atomic(out / "rl_summary.json", summarize_reward_log(log_path))
     return path
 
 

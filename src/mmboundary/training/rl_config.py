@@ -25,8 +25,8 @@ ABLATIONS: dict[str, str] = {
 class RLConfig:
     """Stage 2: GRPO over the warm-up model with the calibration rewards (METHOD.md section 6).
 
-    Data: ``train_file`` (a ``.jsonl`` of Samples, or a ShapesWorld split ``.json`` from
-    ``data.shapes.write_split``) or ``shapes_train`` > 0 (that many ShapesWorld train samples).
+    Data: ``train_file``, any file ``data.loaders.load_annotated`` reads (the authors' JSON, a
+    ``.jsonl`` of Samples, a ShapesWorld split from ``mmboundary world make``).
     """
 
     # --- models and data ---------------------------------------------------------------------
@@ -38,10 +38,6 @@ class RLConfig:
     """Samples to train on: ``.jsonl`` (one Sample per line) or a ShapesWorld split ``.json``."""
     images_dir: str | None = None
     """Folder the samples' images are resolved in (``data.images.resolve_image``)."""
-    shapes_train: int = 0
-    """If > 0 and no ``train_file``: generate this many ShapesWorld train samples."""
-    shapes_seed: int = 0
-    """World seed of the generated ShapesWorld samples."""
     max_samples: int | None = None
     """Use only the first N samples (None = all)."""
     instruction: str | None = None
@@ -56,10 +52,28 @@ class RLConfig:
     """Weight of R_CS (confidence self-calibration); 0 = ablation w/o R_CS."""
     format_weight: float = 0.0
     """Weight of the format reward (statement share + answer step) (ours); 0 = off."""
+    judge: str = "auto"
+    """Step judge for a_t on datasets judged by meaning (``judging.rules.RuleConfig.judge``: auto =
+    the offline assertions judge; similarity, nli, llm); exact-match datasets use exact. The same
+    rule set evaluation uses."""
+    judge_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the step judge (nli: ``model``; llm: ``model``, ``base_url``)."""
     step_tau: float | None = None
-    """a_t threshold on similarity (None = ``text.matching.DEFAULT_STEP_TAU``)."""
+    """Similarity judge threshold (None = ``judging.simple.DEFAULT_STEP_TAU``)."""
     answer_tau: float | None = None
     """Open-answer threshold (None = ``text.matching.DEFAULT_ANSWER_TAU``)."""
+
+    def rules(self) -> Any:
+        """The :class:`~mmboundary.judging.rules.RuleConfig` these fields describe."""
+        from mmboundary.judging.rules import RuleConfig
+
+        rules = RuleConfig(judge=self.judge, judge_options=dict(self.judge_options))
+        if self.step_tau is not None:
+            rules.tau = self.step_tau
+        if self.answer_tau is not None:
+            rules.answer_tau = self.answer_tau
+        rules.__post_init__()
+        return rules
     similarity: str | None = None
     """Similarity model folder for a_t (None = offline all-MiniLM-L6-v2)."""
     internal_from: Literal["warmup", "policy"] = "warmup"
@@ -67,7 +81,13 @@ class RLConfig:
     internal_model: str | None = None
     """Frozen scorer folder for ``internal_from="warmup"`` (None = ``model``)."""
     calibrator: str | None = None
-    """Fitted ``ConfidenceCalibrator`` JSON (normalisers + fusion) for i_t; needed if gamma > 0."""
+    """Fitted ``ConfidenceCalibrator`` JSON (normalisers + fusion + level cuts) for i_t, fitted on
+    the steps of the model that scores i_t (the warm-up model by default; ``mmboundary estimate``
+    on its own responses writes it); needed if gamma > 0."""
+    internal_scale: Literal["level", "raw"] = "level"
+    """i_t on the statements' scale: the level value (2k - 1) / 10 of the fused C (default,
+    METHOD.md section 6), or the raw fused C ("raw"; not recommended: it rewards always stating
+    the middle level)."""
     clip_model: str | None = None
     """CLIP folder for the U_CLIPS estimator (needed only if the calibrator uses ``clips``)."""
     internal_batch_size: int = 8
@@ -148,6 +168,9 @@ class RLConfig:
         if self.internal_from not in ("warmup", "policy"):
             raise ValueError(f"RLConfig.internal_from: expected 'warmup' or 'policy', got "
                              f"{self.internal_from!r}")
+        if self.internal_scale not in ("level", "raw"):
+            raise ValueError(f"RLConfig.internal_scale: expected 'level' or 'raw', got "
+                             f"{self.internal_scale!r}")
         if self.num_generations < 2:
             raise ValueError(f"RLConfig.num_generations: GRPO needs >= 2 per group, got "
                              f"{self.num_generations}")
@@ -162,8 +185,9 @@ class RLConfig:
             raise ValueError("RLConfig.model: give the warm-up model folder (vanilla for DRL)")
         if not Path(self.model).is_dir():
             raise FileNotFoundError(f"RLConfig.model: no model folder at {self.model}")
-        if self.train_file is None and self.shapes_train <= 0:
-            raise ValueError("RLConfig: give train_file (samples) or shapes_train > 0")
+        if self.train_file is None:
+            raise ValueError("RLConfig.train_file: give the training samples (e.g. a ShapesWorld "
+                             "split from `mmboundary world make`)")
         if self.gamma > 0 and self.calibrator is None:
             raise ValueError("RLConfig.calibrator: R_CS (gamma > 0) needs the fitted confidence "
                              "calibrator JSON of the warm-up model (`mmboundary estimate` writes "

@@ -92,6 +92,8 @@ def trainer_args(config: SFTConfig, run_dir: Path) -> Any:
         logging_steps=config.logging_steps, save_steps=config.save_steps,
         save_total_limit=config.save_total_limit, seed=config.seed, report_to=config.report_to,
         remove_unused_columns=False, dataloader_pin_memory=on_gpu,
+        # LoRA adapters sit on every language layer: each takes part in every forward pass
+        ddp_find_unused_parameters=False if config.finetuning == "lora" else None,
         **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
     )
 
@@ -135,31 +137,69 @@ def build_trainer(config: SFTConfig) -> Any:
 
     run_dir = Path(config.output_dir)
     model, processor = load_model_and_processor(config)
+    args = trainer_args(config, run_dir)
+    with args.main_process_first(desc="SFT dataset"):  # one process maps, the others read it
+        dataset = prepare_dataset(config)
     return SFTTrainer(
-        model=model, args=trainer_args(config, run_dir), train_dataset=prepare_dataset(config),
-        processing_class=processor,
+        model=model, args=args, train_dataset=dataset, processing_class=processor,
         peft_config=_lora_config(config, model) if config.finetuning == "lora" else None,
     )
 
 
+def merge_lora_adapter(base: str | Path, adapter: str | Path, dtype: Any = None) -> Any:
+    """The base model with the LoRA adapter saved in ``adapter`` merged into its weights.
+
+    Merged from the files, not from the trainer's model: under DeepSpeed ZeRO-3 (or FSDP) a
+    process holds only a shard of the weights, so only the saved adapter is whole."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(base, dtype=dtype)
+    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+
+
+def record_save(run_dir: Path, path: Path) -> None:
+    """Append who saved ``path`` to ``run_dir/saves.jsonl``: the process rank, the number of
+    processes and accelerate's distributed type. Under ``accelerate launch`` only the main
+    process saves, so a run leaves one line (the multi-process walk-through checks it)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    row = {"path": str(path), "rank": state.process_index, "world_size": state.num_processes,
+           "distributed_type": str(state.distributed_type).split(".")[-1]}
+    with (run_dir / "saves.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
 def _save(trainer: Any, config: SFTConfig, run_dir: Path) -> Path:
-    """Save the adapter (LoRA) and the merged / fully tuned model with its processor."""
-    model, processor = trainer.model, trainer.processing_class
-    model_dir = run_dir / "model"
+    """Save the adapter (LoRA) and the merged / fully tuned model with its processor.
+
+    Every process calls this (``save_model`` gathers sharded weights); only the main process
+    writes files."""
+    processor, main = trainer.processing_class, trainer.is_world_process_zero()
+    model_dir = run_dir / ("adapter" if config.finetuning == "lora" and not config.merge
+                           else "model")
     if config.finetuning == "lora":
         trainer.save_model(str(run_dir / "adapter"))
-        if not config.merge:
-            return run_dir / "adapter"
-        model = model.merge_and_unload()
-    model.save_pretrained(str(model_dir))
-    processor.save_pretrained(str(model_dir))
+        if main and config.merge:
+            dtype = next(trainer.accelerator.unwrap_model(trainer.model).parameters()).dtype
+            merge_lora_adapter(config.model, run_dir / "adapter", dtype).save_pretrained(
+                str(model_dir))
+    else:
+        trainer.save_model(str(model_dir))
+    if main:
+        processor.save_pretrained(str(model_dir))
+        record_save(run_dir, model_dir)
+    trainer.accelerator.wait_for_everyone()
     return model_dir
 
 
 def train_sft(config: SFTConfig) -> Path:
     """Run stage-1 SFT; returns the folder of the trained model (merged for LoRA with ``merge``;
-    the adapter folder otherwise). Also writes ``train_log.json`` (loss per logging step) and
-    ``sft_config.json`` under ``config.output_dir``."""
+    the adapter folder otherwise). Also writes ``train_log.json`` (loss per logging step),
+    ``sft_config.json`` and ``saves.jsonl`` (who saved) under ``config.output_dir``. Under
+    ``accelerate launch`` every process trains and returns the same path; the main process
+    writes."""
     if not config.model or not config.dataset:
         raise ValueError("SFTConfig needs 'model' (vanilla model folder) and 'dataset' "
                          "(output folder of mmboundary build-sft)")
@@ -167,8 +207,8 @@ def train_sft(config: SFTConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(config)
     trainer.train()
-    if not trainer.is_world_process_zero():
-        return run_dir / "model"
-    (run_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    (run_dir / "sft_config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    if trainer.is_world_process_zero():
+        (run_dir / "saves.jsonl").unlink(missing_ok=True)
+        (run_dir / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        (run_dir / "sft_config.json").write_text(json.dumps(config.to_dict(), indent=1))
     return _save(trainer, config, run_dir)

@@ -1,11 +1,12 @@
 """Per-completion analysis for the stage 2 rewards (METHOD.md section 6), computed once and shared.
 
 For each completion a :class:`StepAnalyzer` parses the steps and computes e_t (expressed
-confidence; a step without a statement counts ``MISSING_STATEMENT_CONFIDENCE``), a_t (step
-correctness, ``text.matching.step_is_correct``), i_t (internal confidence, an
-:class:`InternalConfidence` scorer), ans (final-answer correctness, ``text.matching.judge_answer``)
-and the format score (``training.rewards.format_score``). The reward functions in
-``training.rewards`` read the cached :class:`StepAnalysis`.
+confidence; a step without a statement counts ``judging.rules.MISSING_STATEMENT_CONFIDENCE``),
+a_t and ans (the one rule set evaluation uses: ``judging.rules.StepRules`` -- final answer from
+the last step stating one, strict answer judge, one-to-one alignment, the dataset's step judge),
+i_t (internal confidence, an :class:`InternalConfidence` scorer) and the format score
+(``training.rewards.format_score``). The reward functions in ``training.rewards`` read the
+cached :class:`StepAnalysis`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mmboundary.data.schema import Sample, Step, extract_answer
-from mmboundary.text.matching import step_is_correct
+from mmboundary.data.schema import Sample, Step
+from mmboundary.judging.rules import MISSING_STATEMENT_CONFIDENCE, RuleConfig, StepRules
 from mmboundary.training.rewards import format_score
 
-#: e_t of a step that carries no confidence statement (METHOD.md section 6).
-MISSING_STATEMENT_CONFIDENCE = 0.5
+__all__ = ["MISSING_STATEMENT_CONFIDENCE", "InternalConfidence", "StepAnalysis", "StepAnalyzer",
+           "completion_text"]
 
 
 class Similarity(Protocol):
@@ -35,7 +36,9 @@ class InternalConfidence(Protocol):
     """Scores i_t for every step of a batch of completions (one batched model pass).
 
     Called with the samples, their images (PIL or None), the completion texts and the parsed
-    steps; returns one list of confidences in [0, 1] per completion, one value per step.
+    steps; returns one list of values in [0, 1] per completion, one per step, on the statements'
+    scale: the level value (2k - 1) / 10 of the fused C by default
+    (``confidence.InternalConfidenceScorer``, METHOD.md section 6).
     """
 
     def __call__(self, samples: Sequence[Sample], images: Sequence[Any], texts: Sequence[str],
@@ -81,29 +84,19 @@ class StepAnalyzer:
     Args:
         parse: text -> steps with ``statement`` / ``content_end`` / ``expressed_confidence`` set
             (default: ``text.statements.parse_steps`` with the shipped statement bank).
-        similarity: g for step correctness and open answers (default: ``default_similarity()``).
-        tau: step-correctness threshold on g (default ``text.matching.DEFAULT_STEP_TAU``,
-            the threshold evaluation uses).
-        answer_tau: open-answer threshold (default ``DEFAULT_ANSWER_TAU``).
+        similarity: g for alignment, open answers and the similarity judge (default:
+            ``default_similarity()``).
+        rules: the rule set (default ``StepRules(RuleConfig(), similarity=similarity)``), the
+            same object type evaluation uses, so a_t and ans equal evaluation's verdicts.
         internal: scorer of i_t; ``None`` when R_CS is off (then ``internal`` stays ``None``).
         cache_size: most analyses kept.
     """
 
     def __init__(self, *, parse: Callable[[str], list[Step]] | None = None,
-                 similarity: Similarity | None = None, tau: float | None = None,
-                 answer_tau: float | None = None, internal: InternalConfidence | None = None,
-                 cache_size: int = 4096) -> None:
-        from mmboundary.text.matching import DEFAULT_ANSWER_TAU, DEFAULT_STEP_TAU
-
-        tau = DEFAULT_STEP_TAU if tau is None else tau
-        answer_tau = DEFAULT_ANSWER_TAU if answer_tau is None else answer_tau
-        for name, value in (("tau", tau), ("answer_tau", answer_tau)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"StepAnalyzer: {name} must be in [0, 1], got {value}")
+                 similarity: Similarity | None = None, rules: StepRules | None = None,
+                 internal: InternalConfidence | None = None, cache_size: int = 4096) -> None:
         self._parse = parse
-        self._similarity = similarity
-        self.tau = tau
-        self.answer_tau = answer_tau
+        self.rules = rules or StepRules(RuleConfig(), similarity=similarity)  # type: ignore[arg-type]
         self.internal = internal
         self.cache_size = cache_size
         self.parse_calls = 0
@@ -111,18 +104,10 @@ class StepAnalyzer:
         self._step: Any = None
         self._logged: tuple | None = None
 
-    @property
-    def similarity(self) -> Similarity:
-        if self._similarity is None:
-            from mmboundary.models.similarity import default_similarity
-
-            self._similarity = default_similarity()
-        return self._similarity
-
     def parse(self, text: str) -> list[Step]:
         self.parse_calls += 1
         if self._parse is None:
-            from mmboundary.text.statements import parse_steps
+            from mmboundary.text import parse_steps
 
             self._parse = parse_steps
         return self._parse(text)
@@ -157,7 +142,7 @@ class StepAnalyzer:
     def _compute(self, samples: list[Sample], images: list[Any],
                  texts: list[str]) -> list[StepAnalysis]:
         analyses = [self._parse_one(s, t) for s, t in zip(samples, texts, strict=True)]
-        self._fill_step_correctness(analyses, samples)
+        self._judge(analyses, samples)
         if self.internal is not None:
             with_steps = [i for i, a in enumerate(analyses) if a.steps]
             if with_steps:
@@ -186,51 +171,26 @@ class StepAnalyzer:
                      else float(s.expressed_confidence) for s in steps]
         if steps and not all(has):
             problems.append(f"no confidence statement in {has.count(False)}/{len(steps)} steps")
-        answer = extract_answer(steps[-1].content) if steps else None
-        answer_correct: float | None = 0.0
-        if answer is None:
-            if steps:
-                problems.append("no answer step")
-        else:
-            answer_correct = self.answer_correctness(sample, answer, problems)
         return StepAnalysis(sample_id=sample.id, steps=steps, expressed=expressed,
-                            has_statement=has, step_correct=None, internal=None, answer=answer,
-                            answer_correct=answer_correct,
-                            format=format_score(has, answer is not None), problems=problems)
+                            has_statement=has, step_correct=None, internal=None, answer=None,
+                            answer_correct=None, format=0.0, problems=problems)
 
-    def answer_correctness(self, sample: Sample, answer: str, problems: list[str]) -> float | None:
-        """ans from ``text.matching.judge_answer`` (the definition evaluation uses);
-        ``None`` (and a logged problem) when the sample has no gold answer."""
-        from mmboundary.text.matching import judge_answer
-
-        if sample.gold_answer is None and not sample.direct_answers:
-            problems.append(f"sample {sample.id}: no gold answer, correctness unknown")
-            return None
-        return judge_answer(sample, answer, self.similarity, answer_tau=self.answer_tau).score
-
-    def _fill_step_correctness(self, analyses: list[StepAnalysis], samples: list[Sample]) -> None:
-        """a_t for every step of the batch from ONE pairwise similarity call."""
-        contents = sorted({s.content.strip() for a in analyses for s in a.steps})
-        refs = sorted({r for s in samples if s.reference for r in s.reference.steps})
-        sim = self.similarity.pairwise(contents, refs) if contents and refs else None
-        row = {c: i for i, c in enumerate(contents)}
-        col = {r: j for j, r in enumerate(refs)}
-        for a, sample in zip(analyses, samples, strict=True):
-            ref_steps = sample.reference.steps if sample.reference else []
-            if not ref_steps:
-                a.problems.append(f"sample {sample.id}: no reference chain, step correctness unknown")
-                continue
-            if sim is None:
-                a.step_correct = []
-                continue
-            cols = [col[r] for r in ref_steps]
-            a.step_correct = [float(step_is_correct(s.content.strip(), ref_steps,
-                                                    sim[row[s.content.strip()], cols], self.tau,
-                                                    sample.step_match)) for s in a.steps]
-            # the answer step is judged by its answer, as evaluation does (a wrong number in
-            # "So, the answer is 3." is still 0.55+ similar to the right one)
-            if a.answer is not None and a.answer_correct is not None and a.steps:
-                a.step_correct[-1] = float(a.answer_correct >= 0.5)
+    def _judge(self, analyses: list[StepAnalysis], samples: list[Sample]) -> None:
+        """ans, a_t and the format score from the rule set, for the whole batch at once."""
+        judged = self.rules.judge_chains(samples, [a.steps for a in analyses])
+        for a, j, sample in zip(analyses, judged, samples, strict=True):
+            a.answer = j.answer
+            a.problems.extend(p for p in j.problems if not (p.startswith("no answer step")
+                                                            and not a.steps))
+            if j.answer_judgement is None:
+                a.answer_correct = None
+            else:  # the graded score (VQA soft accuracy) for R_KA; a missing answer scores 0
+                a.answer_correct = float(j.answer_judgement.score)
+            values = [v.value for v in j.steps]
+            unknown = sample.reference is None or not sample.reference.steps
+            a.step_correct = None if unknown or any(v is None for v in values) \
+                else [float(v) for v in values]
+            a.format = format_score(a.has_statement, j.answer is not None)
 
 
 def _checked_internal(values: Sequence[float], analysis: StepAnalysis) -> list[float]:

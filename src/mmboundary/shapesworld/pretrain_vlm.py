@@ -1,5 +1,5 @@
 """Pretrain the ShapesWorld VLM: a small LLaVA-style model that writes reference chains (the world
-CLIP, whose image-text cosine carries signal for U_CLIPS, is in ``training.world_clip``).
+CLIP, whose image-text cosine carries signal for U_CLIPS, is in ``shapesworld.pretrain_clip``).
 
 The VLM sees exactly the prompt the pipeline uses (``question_prompt(sample)`` in the model's chat
 template, image first) and is trained with cross-entropy on the assistant turn only: the whole
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmboundary.data.schema import Sample
-from mmboundary.data.shapes import WorldConfig, make_sample, make_samples, render
+from mmboundary.shapesworld.scenes import WorldConfig, make_sample, make_samples, render
 
 if TYPE_CHECKING:
-    from mmboundary.training.world_clip import ClipPretrainConfig
+    from mmboundary.shapesworld.pretrain_clip import ClipPretrainConfig
 
 Progress = Callable[[int, dict[str, float]], None]
 
@@ -291,8 +291,8 @@ def evaluate_world_vlm(model_path: str | Path, samples: list[Sample], batch_size
     samples' ``answer_mode``: "choice" or "exact"); also per question kind and per format (mc /
     open). Returns the rates and the per-sample records.
     """
-    from mmboundary.data.shapes import load_image
     from mmboundary.models.vlm import VLM
+    from mmboundary.shapesworld.scenes import load_image
     from mmboundary.text.matching import judge_answer
 
     set_threads(threads)

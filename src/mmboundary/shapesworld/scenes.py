@@ -313,10 +313,12 @@ def render(sample: Sample | dict[str, Any]) -> Image.Image:
 
 
 def load_image(sample: Sample) -> Image.Image:
-    """The sample's PNG when ``sample.image`` exists on disk, else :func:`render` (same pixels)."""
+    """The sample's PNG when ``sample.image`` exists on disk, else :func:`render` (same pixels).
+    A PNG that is there but does not decode is a ``BadImageError`` (never re-rendered)."""
     if sample.image is not None and Path(sample.image).is_file():
-        with Image.open(sample.image) as img:
-            return img.convert("RGB")
+        from mmboundary.data.images import load_image as load_file
+
+        return load_file(sample.image, sample.id)
     return render(sample)
 
 

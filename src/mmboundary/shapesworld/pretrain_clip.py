@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from mmboundary.data.schema import Sample
-from mmboundary.data.shapes import WorldConfig, describe, make_samples, render, where
-from mmboundary.training.world import Progress, set_threads, train_loop, world_corpus
+from mmboundary.shapesworld.pretrain_vlm import Progress, set_threads, train_loop, world_corpus
+from mmboundary.shapesworld.scenes import WorldConfig, describe, make_samples, render, where
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def clip_pair(sample: Sample, rng: random.Random) -> tuple[Any, str]:
 def false_fact(sample: Sample, rng: random.Random) -> str:
     """An image-level fact that is false for the sample's scene (no object has that colour,
     shape and location phrase), drawn by ``rng``."""
-    from mmboundary.data.shapes import COLORS, SHAPES
+    from mmboundary.shapesworld.scenes import COLORS, SHAPES
 
     size = sample.meta["render"]["size"]
     true = {describe(o, size) for o in sample.meta["scene"]}
