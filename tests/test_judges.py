@@ -281,3 +281,16 @@ def test_bench_cli_on_a_small_case_file(tmp_path: Path, shared_data: Path) -> No
     assert "| paraphrase |" in result.output and "both halves" in result.output
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["results"]["exact"]["splits"]["all"]["paraphrase_kept"] == 0.0
+
+
+@pytest.mark.parametrize(("pred", "ref", "wrong"), [
+    ("The dish is an Ethiopian stew.", "The stew is a dish from Ethiopia.", False),
+    ("The parade is a German custom.", "The parade is a custom in Germany.", False),
+    ("The flag is the flag of Austria.", "The flag is the flag of Australia.", True),
+    ("The can is a Pepsi can.", "The can is a Coca-Cola can.", True)])
+def test_a_demonym_is_the_same_name(judge: AssertionJudge, pred: str, ref: str,
+                                    wrong: bool) -> None:
+    """Found on CulturalVQA after the benchmark was frozen: country / demonym pairs were most of
+    the name rule's false alarms."""
+    (verdict,) = judge.judge([JudgeItem(pred, ref)])
+    assert (not verdict.correct) is wrong, verdict.reason

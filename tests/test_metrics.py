@@ -158,3 +158,17 @@ def test_bootstrap_interval_brackets_the_mean_and_is_seeded() -> None:
     assert ci == I.bootstrap_interval(len(x), lambda ix: float(np.mean(x[ix])), n_boot=400, seed=3)
     assert I.bootstrap_interval(10, lambda ix: None, n_boot=20) is None
     assert I.mean_sd([0.1, 0.3, None]) == (pytest.approx(0.2), pytest.approx(0.1414, abs=1e-4), 2)
+
+
+def test_level_agreement_hand_worked() -> None:
+    from mmboundary.evaluation import diagnostics
+
+    assert doctest.testmod(diagnostics).failed == 0
+    # stated 3,3,4,2 vs internal 3,4,4,1: p_o = 2/4; p_e = sum_k p_stated(k) p_internal(k)
+    # = (1/4)(0)[2] + (2/4)(1/4)[3] + (1/4)(2/4)[4] = 1/4; kappa = (1/2 - 1/4) / (1 - 1/4) = 1/3
+    result = diagnostics.level_agreement([3, 3, 4, 2], [3, 4, 4, 1])
+    assert result.kappa == pytest.approx(1 / 3)
+    assert result.confusion[2] == [0, 0, 1, 1, 0] and sum(map(sum, result.confusion)) == 4
+    assert diagnostics.level_agreement([3, 3], [2, 4]).kappa is None
+    with pytest.raises(ValueError, match="levels must be 1..5"):
+        diagnostics.level_agreement([0], [1])

@@ -92,13 +92,13 @@ def run_demo_seeds(config: DemoConfig, seeds: int, console: Console | None = Non
     if seeds == 1:
         return run_demo(config, console)
     console = console or Console()
-    files: list[str] = []
+    files: list[str] = []  # metrics folders, one per seed
     for k in range(seeds):
         seed = config.seed + k
         console.rule(f"[bold]seed {seed} ({k + 1}/{seeds})")
         one = replace(config, seed=seed, out_dir=str(config.out / f"seed-{seed}"))
         run_demo(one, console)
-        files += sorted(str(p) for p in (one.out / "metrics").glob("*.json"))
+        files.append(str(one.out / "metrics"))  # a folder: its evaluation results
     folder = config.out / "report"
     paths = write_report(files, folder, title=f"MMBoundary demo on ShapesWorld, {seeds} seeds "
                          f"(mean +- sd)", notes={"seeds": [config.seed + k for k in range(seeds)],

@@ -189,9 +189,25 @@ def render_html(groups: Groups, title: str, pngs: dict[str, bytes],
 
 # --- the report -----------------------------------------------------------------------------------
 
+def _folder_order(folder: Path) -> list[Path]:
+    """A folder's JSON files: in the order its ``done.json`` lists them under ``files`` (the
+    demo's metrics stage writes the systems in report order), the rest by name."""
+    import json
+
+    files = sorted(folder.glob("*.json"))
+    marker = folder / "done.json"
+    try:
+        listed = [Path(p).name for p in json.loads(marker.read_text()).get("files", {}).values()]
+    except (OSError, ValueError, AttributeError):
+        listed = []
+    rank = {name: i for i, name in enumerate(listed)}
+    return sorted(files, key=lambda f: (rank.get(f.name, len(rank)), f.name))
+
+
 def load_results(paths: Sequence[str | Path]) -> list[tuple[Path, EvalResult]]:
     """Each file's result (``InputError`` if it is not one); a folder: its ``*.json`` files that
-    are results (others, e.g. ``done.json``, skipped), ``InputError`` when it holds none."""
+    are results (others, e.g. ``done.json``, skipped; in the order ``done.json`` lists them, else
+    by name), ``InputError`` when it holds none."""
     out: list[tuple[Path, EvalResult]] = []
     for path in dict.fromkeys(Path(p) for p in paths):
         if not path.is_dir():
@@ -201,7 +217,7 @@ def load_results(paths: Sequence[str | Path]) -> list[tuple[Path, EvalResult]]:
                 raise InputError(str(err)) from None
             continue
         found = []
-        for file in sorted(path.glob("*.json")):
+        for file in _folder_order(path):
             try:
                 found.append((file, EvalResult.load(file)))
             except ValueError:
