@@ -63,3 +63,18 @@ def test_demo_config_yaml_and_presets(tmp_path):
         assert "n_trian" in str(err)
     else:  # pragma: no cover
         raise AssertionError("an unknown field must be an error")
+
+
+def test_demo_config_is_validated_on_load(tmp_path):
+    """Issue #14: a typo fails when the YAML is read, not at stage 5."""
+    import pytest
+
+    from mmboundary.demo.config import DemoConfig
+
+    path = tmp_path / "demo.yaml"
+    for text, field in [("eval_split: tset\n", "eval_split"), ("ablations: [wo_foo]\n", "ablations"),
+                        ("rl_batch: 10\nrl_generations: 4\n", "rl_batch"),
+                        ("baselines: [constant]\n", "baselines")]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"DemoConfig.{field}"):
+            DemoConfig.from_yaml(path)

@@ -32,7 +32,7 @@ def test_shipped_configs_load(path: Path) -> None:
 
 def test_config_checks(tmp_path: Path) -> None:
     assert RLConfig(ablation="wo_cs").gamma == 0.0 and set(ABLATIONS) >= {"drl", "wo_ka"}
-    with pytest.raises(ValueError, match="unknown RL option"):
+    with pytest.raises(ValueError, match="unknown RLConfig field"):
         RLConfig.from_dict({"alpha": 1.0, "alhpa": 2.0})
     with pytest.raises(ValueError, match="one > 0"):
         RLConfig(alpha=0, beta=0, gamma=0)

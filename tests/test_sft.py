@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from mmboundary.data.schema import Response
 from mmboundary.shapesworld.scenes import load_image, read_split, write_split
 from mmboundary.text import StatementBank, StatementParser, default_bank
 from mmboundary.text.steps import split_steps
-from mmboundary.training.config import SFTConfig, field_docs
+from mmboundary.training.config import SFTConfig
 from mmboundary.training.sft_data import build_sft
 
 torch = pytest.importorskip("torch")
@@ -53,11 +54,27 @@ def tiny_config(root: Path, model: Path, dataset: Path, **kw) -> SFTConfig:
 
 
 def test_every_config_field_is_documented() -> None:
-    docs = field_docs()
-    assert set(docs) == set(SFTConfig.__dataclass_fields__)
+    from mmboundary.training.rl_config import RLConfig
+
+    for cls in (SFTConfig, RLConfig):  # one config base: docs, validation on load
+        assert set(cls.field_docs()) == {f.name for f in fields(cls)}, cls.__name__
     assert SFTConfig().learning_rate == 1e-4 and SFTConfig().batch_size == 16
     with pytest.raises(ValueError, match="unknown SFTConfig field"):
         SFTConfig.from_dict({"lr": 1})
+    with pytest.raises(ValueError, match="num_epochs -> num_train_epochs"):
+        SFTConfig.from_dict({"num_epochs": 1})
+
+
+def test_sft_and_rl_spell_shared_fields_alike() -> None:
+    """TRL's names in both stages (issue #14: they used to differ)."""
+    from mmboundary.training.rl_config import RLConfig
+
+    shared = {"learning_rate", "num_train_epochs", "per_device_train_batch_size", "lora_r",
+              "lora_alpha", "lora_dropout", "lora_target_modules", "merge_lora", "seed",
+              "max_steps", "logging_steps", "save_steps", "gradient_checkpointing", "report_to",
+              "output_dir", "model"}
+    assert shared <= {f.name for f in fields(SFTConfig)}
+    assert shared <= {f.name for f in fields(RLConfig)}
 
 
 def test_loss_is_on_the_assistant_turn_only(sft_setup) -> None:

@@ -112,12 +112,6 @@ def annotation_of(record: dict[str, Any]) -> dict[str, Any]:
     return record.get("annotation") or record.get("meta", {}).get("annotation") or {}
 
 
-def review_of(record: dict[str, Any]) -> tuple[bool, list[str]]:
-    """``(needs_review, review_reasons)`` of an output record of either form."""
-    holder = record if "needs_review" in record else record.get("meta", {})
-    return bool(holder.get("needs_review")), list(holder.get("review_reasons", []))
-
-
 def output_record(item: AnnotationItem, result: dict[str, Any], form: str) -> dict[str, Any]:
     """The line written for ``item`` (see the module docstring for the two forms)."""
     flags = {"needs_review": result["needs_review"], "review_reasons": result["review_reasons"]}

@@ -34,7 +34,7 @@ def sft_command(
     from mmboundary.training.sft import train_sft
 
     overrides = dict(model=model, dataset=dataset, output_dir=output_dir, finetuning=finetuning,
-                     learning_rate=learning_rate, batch_size=batch_size, num_epochs=num_epochs,
+                     learning_rate=learning_rate, batch_size=batch_size, num_train_epochs=num_epochs,
                      max_steps=max_steps, device=device, seed=seed)
     raw: dict = {"preset": preset} if preset else {}
     if config is not None:

@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+#: ablations the demo knows: warm-up variants (``wo_<estimator>``, ``w_max``), the warm-up alone
+#: (``wo_rl``) and RL without warm-up (``drl``)
+ABLATIONS = ("wo_rl", "w_max", "wo_lnlp", "wo_mte", "wo_tokensar", "wo_clips", "drl")
+
 
 @dataclass
 class DemoConfig:
@@ -90,6 +94,28 @@ class DemoConfig:
     """Ignore finished stages in ``out_dir`` and redo everything."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes recorded in the report (e.g. the command line)."""
+
+    def __post_init__(self) -> None:
+        """Validate on load (a YAML typo fails here, not at stage 5)."""
+        from mmboundary.evaluation.baseline_runs import METHODS
+
+        checks = [
+            (self.eval_split in ("test", "validation"), "eval_split", "'test' or 'validation'"),
+            (self.rl_calibrator in ("start_model", "given"), "rl_calibrator",
+             "'start_model' or 'given'"),
+            (self.statements_per_level >= 0, "statements_per_level", ">= 0 (0 = the full bank)"),
+            (self.rl_generations >= 1 and self.rl_batch % self.rl_generations == 0, "rl_batch",
+             f"a multiple of rl_generations ({self.rl_generations})"),
+            (min(self.n_train, self.n_val, self.n_test, self.n_rl) > 0, "n_train/n_val/n_test/"
+             "n_rl", "> 0"),
+            (set(self.ablations) <= set(ABLATIONS), "ablations", f"names from {ABLATIONS}"),
+            (set(self.baselines) <= set(METHODS) - {"constant"}, "baselines",
+             f"names from {sorted(set(METHODS) - {'constant'})} (the constants always run)"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise ValueError(f"DemoConfig.{name}: expected {expected}, got "
+                                 f"{getattr(self, name, None)!r}")
 
     @property
     def out(self) -> Path:

@@ -134,8 +134,8 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
         sft = SFTConfig.from_dict({"preset": "tiny-cpu"}, model=str(vanilla),
                                   dataset=str(data_dir), output_dir=str(folder / "run"),
                                   finetuning=config.sft_finetuning, learning_rate=config.sft_lr,
-                                  num_epochs=config.sft_epochs, seed=config.seed,
-                                  batch_size=16, per_device_batch_size=16)
+                                  num_train_epochs=config.sft_epochs, seed=config.seed,
+                                  batch_size=16, per_device_train_batch_size=16)
         model = train_sft(sft)
         return {"model": str(model), "calibrator": str(folder / "calibrator.json"),
                 "records": summary.records, "levels": summary.levels,

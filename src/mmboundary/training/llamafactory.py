@@ -25,8 +25,6 @@ DATASET_INFO_ENTRY = {
     "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
              "assistant_tag": "assistant"},
 }
-# LLaMA-Factory template names of the paper's models (``template:`` in the YAML).
-TEMPLATES = {"qwen2-vl": "qwen2_vl", "llava-next": "llava_next"}
 
 
 def _flatten(content: Any) -> tuple[str, int]:

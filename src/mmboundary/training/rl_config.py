@@ -7,9 +7,11 @@ coefficient of GRPO (TRL's ``beta``) is called ``kl_beta`` here to keep the two 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from mmboundary.training.config_base import ConfigBase
 
 #: Ablations of METHOD.md section 6 and what each changes.
 ABLATIONS: dict[str, str] = {
@@ -22,7 +24,7 @@ ABLATIONS: dict[str, str] = {
 
 
 @dataclass
-class RLConfig:
+class RLConfig(ConfigBase):
     """Stage 2: GRPO over the warm-up model with the calibration rewards (METHOD.md section 6).
 
     Data: ``train_file``, any file ``data.loaders.load_annotated`` reads (the authors' JSON, a
@@ -198,37 +200,3 @@ class RLConfig:
                              f"= {batch} must be a multiple of num_generations "
                              f"({self.num_generations})")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RLConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown RL option(s) {unknown}; expected any of "
-                             f"{sorted(known)}")
-        return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> RLConfig:
-        """Read a YAML mirror of this dataclass; ``overrides`` (not None) win over the file."""
-        import yaml
-
-        path = Path(path)
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of RL options, got {type(data).__name__}")
-        config = cls.from_dict(data, source=str(path))
-        updates = {k: v for k, v in overrides.items() if v is not None}
-        return replace(config, **updates) if updates else config
-
-    def to_yaml(self, path: str | Path) -> Path:
-        import yaml
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        tmp.replace(path)
-        return path

@@ -42,10 +42,10 @@ def language_linear_modules(model: Any) -> list[str]:
 def _lora_config(config: SFTConfig, model: Any) -> Any:
     from peft import LoraConfig
 
-    if config.lora_targets == "language-linear":
+    if config.lora_target_modules == "language-linear":
         targets: list[str] = language_linear_modules(model)
     else:
-        targets = [t.strip() for t in config.lora_targets.split(",") if t.strip()]
+        targets = [t.strip() for t in config.lora_target_modules.split(",") if t.strip()]
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=targets,
                       task_type="CAUSAL_LM")
@@ -78,12 +78,12 @@ def trainer_args(config: SFTConfig, run_dir: Path) -> Any:
     on_gpu = _on_gpu(config)
     bf16, fp16 = _precision(config, on_gpu)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    accumulation = max(1, math.ceil(config.batch_size / (config.per_device_batch_size * world)))
+    accumulation = max(1, math.ceil(config.batch_size / (config.per_device_train_batch_size * world)))
     return TrlSFTConfig(
         output_dir=str(run_dir / "checkpoints"),
-        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=accumulation,
-        learning_rate=config.learning_rate, num_train_epochs=config.num_epochs,
+        learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps, lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
         max_length=config.max_length, bf16=bf16, fp16=fp16, use_cpu=not on_gpu,
@@ -177,11 +177,11 @@ def _save(trainer: Any, config: SFTConfig, run_dir: Path) -> Path:
     Every process calls this (``save_model`` gathers sharded weights); only the main process
     writes files."""
     processor, main = trainer.processing_class, trainer.is_world_process_zero()
-    model_dir = run_dir / ("adapter" if config.finetuning == "lora" and not config.merge
+    model_dir = run_dir / ("adapter" if config.finetuning == "lora" and not config.merge_lora
                            else "model")
     if config.finetuning == "lora":
         trainer.save_model(str(run_dir / "adapter"))
-        if main and config.merge:
+        if main and config.merge_lora:
             dtype = next(trainer.accelerator.unwrap_model(trainer.model).parameters()).dtype
             merge_lora_adapter(config.model, run_dir / "adapter", dtype).save_pretrained(
                 str(model_dir))

@@ -1,0 +1,86 @@
+"""One config base for the training stages (SFT and RL), TRL-style: a dataclass whose every field
+has a documented default, loaded from YAML or a mapping with validation on load.
+
+- ``from_dict(raw, where=..., **overrides)``: a ``preset:`` key applies ``PRESETS[name]`` first,
+  then the mapping, then the overrides that are not None; an unknown key is an error naming it
+  and the known ones; a key in ``RENAMED`` (an old name) is an error naming its new name;
+- ``from_yaml(path, **overrides)``, ``to_dict()``, ``to_yaml(path)`` (atomic write);
+- ``field_docs()``: each field's documentation (the string literal after it in the source), which
+  the CLI's ``--help`` and the YAML files' comments read.
+Field names follow TRL where TRL has one (``num_train_epochs``, ``per_device_train_batch_size``,
+``lora_target_modules``, ``merge_lora``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+C = TypeVar("C", bound="ConfigBase")
+
+
+class ConfigBase:
+    """Mixin for the training config dataclasses (see the module docstring)."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    RENAMED: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def from_dict(cls: type[C], raw: dict[str, Any], where: str = "config",
+                  **overrides: Any) -> C:
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}: expected a mapping of {cls.__name__} fields, got "
+                             f"{type(raw).__name__}")
+        raw = dict(raw)
+        preset = raw.pop("preset", None)
+        if preset is not None and preset not in cls.PRESETS:
+            raise ValueError(f"{where}: unknown preset {preset!r}; expected {sorted(cls.PRESETS)}")
+        values = dict(cls.PRESETS[preset]) if preset is not None else {}
+        values.update(raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        renamed = {k: cls.RENAMED[k] for k in values if k in cls.RENAMED}
+        if renamed:
+            hint = ", ".join(f"{old} -> {new}" for old, new in sorted(renamed.items()))
+            raise ValueError(f"{where}: renamed {cls.__name__} field(s) ({hint}): TRL's names")
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown {cls.__name__} field(s) {unknown}; known: "
+                             f"{sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | Path, **overrides: Any) -> C:
+        import yaml
+
+        path = Path(path)
+        raw = yaml.safe_load(path.read_text()) or {}
+        return cls.from_dict(raw, where=str(path), **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def to_yaml(self, path: str | Path) -> Path:
+        import yaml
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def field_docs(cls) -> dict[str, str]:
+        """Each field's documentation (the string literal after it in the class source)."""
+        import ast
+        import inspect
+
+        body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
+        docs: dict[str, str] = {}
+        for node, nxt in zip(body, body[1:], strict=False):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(
+                    getattr(nxt, "value", None), ast.Constant):
+                docs[node.target.id] = " ".join(str(nxt.value.value).split())  # type: ignore
+        return docs
