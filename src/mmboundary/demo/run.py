@@ -71,7 +71,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
             models[ABLATION_NAMES[ablation]] = variant["model"]
     metrics = stage(f"5/6 evaluate systems and baselines on the {config.eval_split} split", _evaluate, config,
                     world, models, vanilla, est, clip)
-    report = stage("6/6 report", _report, config, metrics, rl, sft, timings)
+    report = stage("6/6 report", _report, config, world, metrics, rl, sft, timings)
     total = round(time.perf_counter() - start, 1)
     console.rule("[bold green]done")
     console.print(Path(report["markdown"]).read_text())
@@ -86,6 +86,7 @@ def run_demo_seeds(config: DemoConfig, seeds: int, console: Console | None = Non
     from dataclasses import replace
 
     from mmboundary.evaluation.report import write_report
+    from mmboundary.shapesworld import read_split
 
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
@@ -100,9 +101,11 @@ def run_demo_seeds(config: DemoConfig, seeds: int, console: Console | None = Non
         run_demo(one, console)
         files.append(str(one.out / "metrics"))  # a folder: its evaluation results
     folder = config.out / "report"
+    first = json.loads((config.out / f"seed-{config.seed}" / "world" / "done.json").read_text())
     paths = write_report(files, folder, title=f"MMBoundary demo on ShapesWorld, {seeds} seeds "
                          f"(mean +- sd)", notes={"seeds": [config.seed + k for k in range(seeds)],
-                                                 "config": config.to_dict()}, published=False)
+                                                 "config": config.to_dict()}, published=False,
+                         samples=read_split(first[config.eval_split]))  # the viewer's first run
     console.rule("[bold green]all seeds done")
     console.print(Path(paths["markdown"]).read_text())
     console.print(f"Report over {seeds} seeds: {paths['html']}")
@@ -165,9 +168,10 @@ def _validation_constants(config: DemoConfig, world: dict[str, Any], vanilla: Pa
     return {"answer": sum(judged) / len(judged), "step": float(step)}
 
 
-def _report(config: DemoConfig, metrics: dict[str, Any], rl: dict[str, Any],
-            sft: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+def _report(config: DemoConfig, world: dict[str, Any], metrics: dict[str, Any],
+            rl: dict[str, Any], sft: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
     from mmboundary.evaluation.report import write_report
+    from mmboundary.shapesworld import read_split
 
     folder = config.out / "report"
     notes = {"seed": config.seed, "split": config.eval_split,
@@ -180,7 +184,8 @@ def _report(config: DemoConfig, metrics: dict[str, Any], rl: dict[str, Any],
     (folder / "rl_rewards.png").write_bytes(curve)
     paths = write_report(list(metrics["files"].values()), folder, title="MMBoundary demo on "
                          "ShapesWorld", notes=notes, published=False,
-                         figures={"RL training: mean reward per GRPO step": curve})
+                         figures={"RL training: mean reward per GRPO step": curve},
+                         samples=read_split(world[config.eval_split]))
     return {"dir": str(folder), **{k: str(v) for k, v in paths.items()}}
 
 
