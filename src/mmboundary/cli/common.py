@@ -93,11 +93,12 @@ def read_predictions(path: Path, samples: list[Any]) -> list[Any]:
     """The responses of ``--predictions`` for ``evaluate``, screened record by record.
 
     A line that is not a Response (bad JSON, ``"steps": null``), a response for a sample not in
-    ``--data`` or a second one for a sample is an error line and left out; a response with a NaN
-    or out-of-range confidence is kept as a failure (``meta["error"]``, counted ``failed``).
+    ``--data`` or a second one for a sample is an error line and left out (a response with a NaN
+    or out-of-range confidence is failed by ``evaluate_predictions`` itself, named in
+    ``EvalResult.failures``).
     ``InputError`` (exit 2) when no response can be read at all.
     """
-    from mmboundary.data.failures import InputError, RecordFailure, response_number_failure
+    from mmboundary.data.failures import InputError, RecordFailure
     from mmboundary.data.io import read_responses
 
     failures: list[RecordFailure] = []
@@ -118,10 +119,6 @@ def read_predictions(path: Path, samples: list[Any]) -> list[Any]:
                                           "a second response for this sample; the first is used"))
             continue
         seen.add(r.sample_id)
-        failure = None if "error" in r.meta else response_number_failure(r)
-        if failure is not None:
-            failures.append(failure)
-            r = r.model_copy(update={"meta": {**r.meta, **failure.to_meta()}})
         out.append(r)
     report_failures(failures)
     if failures:

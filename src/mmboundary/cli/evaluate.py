@@ -48,6 +48,7 @@ def evaluate_command(
     """Score one system's responses: Acc, chain F1, ECE, MECE, Brier, AUROC."""
     from mmboundary.data.failures import NothingSucceededError  # error handling (#16)
     from mmboundary.data.io import write_json_atomic
+    from mmboundary.data.redact import redact_text
     from mmboundary.data.safety import check_own_json
     from mmboundary.evaluation.evaluate import (
         EvalConfig,
@@ -63,25 +64,24 @@ def evaluate_command(
     check_own_json(out, ("system", "metrics"))  # error handling (#16): never replace a foreign file
     responses = general_output_responses(samples) if general_output else \
         read_predictions(predictions, samples)  # bad lines: one error line each (#16)
+    thresholds = {k: v for k, v in (("tau", tau), ("answer_tau", answer_tau)) if v is not None}
     rules = RuleConfig(judge=judge, judge_options=judge_options(judge, judge_model,
                                                                 judge_base_url),
-                       answer_mode=answer_mode)  # type: ignore[arg-type]
-    if tau is not None:
-        rules.tau = tau
-    if answer_tau is not None:
-        rules.answer_tau = answer_tau
-    rules.__post_init__()
+                       answer_mode=answer_mode, **thresholds)  # type: ignore[arg-type]
     config = EvalConfig(rules=rules, n_bins=n_bins, parse=parse, bootstrap=bootstrap,
                         similarity_model=similarity or "all-MiniLM-L6-v2")
+    source = predictions or "--general-output"
     if all("error" in r.meta for r in responses):  # error handling (#16): nothing to score
-        raise NothingSucceededError(f"{predictions or '--general-output'}: no usable response "
+        raise NothingSucceededError(f"{source}: no usable response "
                                     f"({len(responses)} failed or unreadable)")
     typer.echo(f"evaluating {len(responses)} responses on {len(samples)} samples ...", err=True)
     result = evaluate_predictions(samples, responses, load_similarity(similarity), system=system,
                                   dataset=dataset, config=config)
+    for failure in result.failures:  # records the evaluation failed (a NaN confidence ...)
+        typer.echo(f"error: {redact_text(failure)}", err=True)
     if not result.counts.get("evaluated"):  # error handling (#16): nothing to score is a failure
-        raise NothingSucceededError(f"{predictions or '--general-output'}: no response could "
-                                    f"be evaluated (counts: {result.counts})")
+        raise NothingSucceededError(f"{source}: no usable response ({result.counts['failed']} "
+                                    f"failed, {result.counts['missing']} missing)")
     write_json_atomic(out, result.to_dict())
     for name, value in result.metrics.items():
         ci = result.intervals.get(name)

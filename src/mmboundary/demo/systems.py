@@ -49,7 +49,11 @@ def system_predictions(config: DemoConfig, samples: list[Sample], models: dict[s
     SC and Multisample use (exact match on ShapesWorld, where templated steps that differ in
     one word score 0.87-0.99 in MiniLM)."""
     from mmboundary.confidence import ConfidenceCalibrator
-    from mmboundary.evaluation.baselines import constant_confidence, verbal_confidence
+    from mmboundary.evaluation.baselines import (
+        constant_confidence,
+        plain_steps,
+        verbal_confidence,
+    )
     from mmboundary.models.clip import ClipScorer
     from mmboundary.text import default_parser
 
@@ -62,7 +66,7 @@ def system_predictions(config: DemoConfig, samples: list[Sample], models: dict[s
                      calibrator=ConfidenceCalibrator.load(calibrator),
                      similarity=rules.similarity,
                      clip=ClipScorer.from_pretrained(clip, device="cpu"))
-    vanilla_steps = vanilla_responses(config, samples, vanilla, folder)
+    vanilla_steps = [plain_steps(r) for r in runner.greedy()]  # the runner caches greedy once
     preds: dict[str, list[Response]] = {
         "Vanilla (no confidence)": vanilla_steps,
         "Constant (val. answer accuracy)": constant_confidence(vanilla_steps, constants["answer"]),

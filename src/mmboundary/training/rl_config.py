@@ -69,13 +69,9 @@ class RLConfig(ConfigBase):
         """The :class:`~mmboundary.judging.rules.RuleConfig` these fields describe."""
         from mmboundary.judging.rules import RuleConfig
 
-        rules = RuleConfig(judge=self.judge, judge_options=dict(self.judge_options))
-        if self.step_tau is not None:
-            rules.tau = self.step_tau
-        if self.answer_tau is not None:
-            rules.answer_tau = self.answer_tau
-        rules.__post_init__()
-        return rules
+        thresholds = {k: v for k, v in (("tau", self.step_tau), ("answer_tau", self.answer_tau))
+                      if v is not None}
+        return RuleConfig(judge=self.judge, judge_options=dict(self.judge_options), **thresholds)
     similarity: str | None = None
     """Similarity model folder for a_t (None = offline all-MiniLM-L6-v2)."""
     internal_from: Literal["warmup", "policy"] = "warmup"
