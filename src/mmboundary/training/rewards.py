@@ -4,8 +4,11 @@ Per completion with steps t = 1..T (one sentence each, ``parse_steps``):
 
 - e_t: expressed confidence, the value of the step's confidence statement; a step without one
   counts 0.5 and lowers the format score;
-- a_t: step correctness, 1 if max_j g(content_t, ref_j) >= tau else 0 (g = sentence similarity,
-  ref_j = the sample's reference steps, tau configurable);
+- a_t: step correctness from the one rule set evaluation uses (``judging.rules.StepRules``):
+  METHOD.md's ``max_j g(step_t, ref_j) >= tau`` becomes **(ours)** a one-to-one alignment to the
+  reference chain, each aligned pair decided by the dataset's step judge (``assertions`` by
+  default, ``similarity`` = the paper's rule, ``exact`` for templated worlds), the answer step by
+  its answer, an unaligned step 0;
 - i_t: internal confidence (sections 2-3) on the statements' scale: the level value (2k - 1) / 10
   of the step's fused C (``confidence.InternalConfidenceScorer``), with the calibrator fitted on
   the scoring model; scored by the frozen warm-up model by default **(ours)** or by the policy
@@ -104,8 +107,9 @@ def knowledge_accuracy_reward(completions: list, sample: list, *, analyzer: Step
                               **kwargs: Any) -> list[float | None]:
     """R_KA = 0.5 * ans + 0.5 * mean_t a_t (knowledge accuracy, METHOD.md section 6).
 
-    ans = 1 if the final "So, the answer is X" is correct (0 when there is no answer step);
-    a_t = 1 if max_j g(step_t, ref_j) >= tau. An empty completion scores 0. ``None`` when the
+    ans = 1 if the final "So, the answer is X" is correct (0 when there is no answer step; VQA
+    soft accuracy is graded); a_t = the rule set's step verdict (module docstring). An empty
+    completion scores 0. ``None`` when the
     sample has no gold answer or no reference chain (correctness unknown).
 
     Args:
