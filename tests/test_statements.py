@@ -222,3 +222,13 @@ def test_an_answer_is_never_read_as_a_statement(parser: StatementParser, text: s
 def test_a_statement_after_an_answer_is_still_read(parser: StatementParser) -> None:
     step = parser.parse("So, the answer is 3, but I can't be entirely sure.")[0]
     assert (step.content, step.expressed_confidence) == ("So, the answer is 3", 0.5)
+
+
+def test_a_bank_statement_with_another_conjunction_takes_its_conjunction_along(parser) -> None:
+    """The world model writes "and I can't be entirely sure" for the bank's "but I can't ...":
+    the exact match without the conjunction left "The circle is red, and" as the step's content,
+    so every such step failed exact matching and "above, and" became the answer."""
+    steps = parser.parse("The circle is red, and I can't be entirely sure. "
+                         "So, the answer is above, and I can't be entirely sure.")
+    assert [s.content for s in steps] == ["The circle is red", "So, the answer is above"]
+    assert [s.expressed_confidence for s in steps] == [0.5, 0.5]

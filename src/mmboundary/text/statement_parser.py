@@ -155,6 +155,9 @@ class StatementParser:
         for start in starts:  # earliest start = longest suffix first
             level = self.bank.exact_index.get(normalize_statement(body[start:]))
             if level is not None:
+                # "..., and I can't be entirely sure" matches the bank's "but I can't ..." without
+                # its conjunction: the conjunction belongs to the statement, not to the content
+                start = self._extend_over_conjunction(body, start)
                 clause = body[start:].strip(" ,;:")
                 return Detection(start, len(body), clause, level_to_value(level), level, 1.0,
                                  matched=clause)
