@@ -2,7 +2,9 @@
 
 For the warm-up and the RL model: each test step's stated level (its statement) against the level
 of the warm-up model's own internal confidence for that step (the R_CS calibrator of the run,
-fitted on the warm-up model's own answers), the confusion matrix, Cohen's kappa and level shares.
+fitted on the warm-up model's own answers), the confusion matrix, Cohen's kappa and level shares
+(``evaluation.diagnostics.stated_vs_internal``; `mmboundary demo` runs it as its diagnostics
+stage and shows it in the report).
 
     python examples/level_diagnostics.py runs/demo/seed-0
 """
@@ -15,12 +17,11 @@ from pathlib import Path
 
 from mmboundary.confidence import ConfidenceCalibrator, InternalConfidenceScorer
 from mmboundary.data.io import read_responses
-from mmboundary.evaluation.diagnostics import level_agreement
+from mmboundary.evaluation.diagnostics import stated_vs_internal
 from mmboundary.models.clip import ClipScorer
 from mmboundary.models.similarity import default_similarity
 from mmboundary.models.vlm import VLM
 from mmboundary.shapesworld import read_split, shipped_world_clip_path
-from mmboundary.text import default_parser, value_to_level
 
 SYSTEMS = {"warm-up": "mmboundary-w-o-rl--warm-up-only",
            "warm-up + RL": "mmboundary--ours--warm-up---rl"}
@@ -28,8 +29,7 @@ SYSTEMS = {"warm-up": "mmboundary-w-o-rl--warm-up-only",
 
 def main(run: Path) -> None:
     split = json.loads((run / "demo_config.json").read_text()).get("eval_split", "test")
-    samples = {s.id: s for s in read_split(json.loads((run / "world/done.json").read_text())
-                                           [split])}
+    samples = read_split(json.loads((run / "world/done.json").read_text())[split])
     predictions = run / ("predictions" if split == "test" else f"predictions-{split}")
     rl = json.loads((run / "rl/done.json").read_text())
     sft = json.loads((run / "sft-mmboundary/done.json").read_text())
@@ -37,26 +37,14 @@ def main(run: Path) -> None:
         VLM.from_pretrained(sft["model"], device="cpu", dtype="float32"),
         ConfidenceCalibrator.load(rl["calibrator"]), similarity=default_similarity(),
         clip=ClipScorer.from_pretrained(shipped_world_clip_path(), device="cpu"))
-    parser = default_parser()
     for name, folder in SYSTEMS.items():
         files = sorted((predictions / folder).glob("*.jsonl"))
-        responses = [r for r in read_responses(files[0]) if "error" not in r.meta]
-        scored = scorer.score([samples[r.sample_id] for r in responses], [r.text for r in responses])
-        stated, internal = [], []
-        for r, steps in zip(scored, parser.parse_many([r.text for r in responses]), strict=True):
-            if "error" in r.meta or len(r.steps) != len(steps):
-                continue
-            for own, step in zip(r.steps, steps, strict=True):
-                if step.expressed_confidence is not None and own.level is not None:
-                    stated.append(value_to_level(step.expressed_confidence))
-                    internal.append(own.level)
-        result = level_agreement(stated, internal)
+        result = stated_vs_internal(scorer, samples, read_responses(files[0]))
         print(f"{name}: {result.n} steps; kappa {result.kappa}; exact {result.exact:.3f}; "
               f"within one {result.within_one:.3f}")
         print("  stated share  ", {k: round(v, 3) for k, v in result.stated_share.items()})
         print("  internal share", {k: round(v, 3) for k, v in result.internal_share.items()})
         print("  confusion (rows stated 1-5, cols internal 1-5):", result.confusion)
-
 
 if __name__ == "__main__":
     main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/demo/seed-0"))

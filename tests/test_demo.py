@@ -47,6 +47,74 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     constants = json.loads((out / "metrics" / "done.json").read_text())["constants"]
     assert 0.0 < constants["step"] < 1.0 and 0.0 < constants["answer"] < 1.0
     assert (out / "predictions-validation").is_dir()
+    check_guided_outputs(out, rows)
+    check_diagnostics_outputs(out)
+
+
+def check_diagnostics_outputs(out):
+    """Issue #12: stated vs internal level per trained model and the linear probe per model in
+    the report; the held-out RL log has one row per evaluation step."""
+    from mmboundary.training.heldout import heldout_steps
+
+    quick = PRESETS["quick"]
+    diag = json.loads((out / "diagnostics" / "done.json").read_text())
+    assert set(diag["levels"]) == {"warm-up", "warm-up + RL"}
+    for levels in diag["levels"].values():  # a quick warm-up may state nothing yet: said why
+        if "error" in levels:
+            assert levels["n"] == 0 and "statement" in levels["error"]
+            continue
+        assert sum(map(sum, levels["confusion"])) == levels["n"] > 0
+        assert abs(sum(levels["stated_share"].values()) - 1.0) < 1e-9
+    assert set(diag["probe"]) == {"vanilla", "warm-up", "warm-up + RL"}
+    for probe in diag["probe"].values():
+        assert probe["n_train"] > 0 and probe["n_val"] > 0
+        assert probe["auroc"] is None or 0.0 <= probe["auroc"] <= 1.0
+    table = (out / "report" / "table.md").read_text()
+    html = (out / "report" / "report.html").read_text()
+    for text in ("Stated vs internal level: warm-up (test split)",
+                 "Stated vs internal level: warm-up + RL (test split)",
+                 "Linear probe on the hidden states"):
+        assert text in table and text in html, text
+    assert "| Probe AUROC (val) |" in table
+    rows = [json.loads(line) for line in
+            (out / "rl" / "run" / "heldout_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == heldout_steps(quick.rl_steps, quick.rl_eval_every)
+    for row in rows:
+        assert row["n"] == min(quick.rl_eval_samples, quick.n_val)
+        assert all(0.0 <= row[k] <= 1.0 for k in ("R_KA", "R_EC", "R_CS", "accuracy"))
+    assert "held-out validation answers" in html
+
+
+def check_guided_outputs(out, rows):
+    """Issue #17: the guided stage chose its setting on validation from the grid; its two rows
+    are evaluated like the others (same accuracy as the stage measured); the table and the two
+    plots are in the report."""
+    quick = PRESETS["quick"]
+    info = json.loads((out / "guided" / "done.json").read_text())
+    assert info["split"] == "test" and info["validation_questions"] == min(quick.guided_val,
+                                                                           quick.n_val)
+    files = json.loads((out / "metrics" / "done.json").read_text())
+    for key, system in info["systems"].items():
+        assert system["chosen"]["below"] in quick.guided_levels
+        assert system["chosen"]["tries"] in quick.guided_tries
+        assert len(system["validation"]["grid"]) == len(quick.guided_levels) * len(
+            quick.guided_tries)
+        plain, guided = system["plain"], system["guided"]
+        assert plain["n"] == guided["n"] == quick.n_test and plain["below"] == 1
+        assert guided["tokens"] >= plain["tokens"] > 0  # resampling only adds tokens
+        assert plain["tries_used"] == 0 and guided["tries_used"] >= 0
+        coverages = [p["coverage"] for p in system["abstention"]]
+        assert coverages[0] == 1.0 and coverages == sorted(coverages, reverse=True)
+        assert system["row"] in rows, system["row"]
+        result = json.loads(open(files["files"][system["row"]]).read())
+        assert abs(result["metrics"]["accuracy"] - guided["accuracy"]) < 1e-9, key
+        assert files["guided"][system["row"]]["tokens_per_question"] == guided["tokens"]
+    html = (out / "report" / "report.html").read_text()
+    assert "Confidence-guided decoding (issue #17)" in html
+    assert "accuracy vs tokens per question" in html and "selective risk vs coverage" in html
+    for name in ("guided_accuracy_tokens.png", "guided_risk_coverage.png"):
+        assert (out / "report" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "| MMBoundary (stated C) | guided |" in (out / "report" / "table.md").read_text()
 
 
 def test_demo_config_yaml_and_presets(tmp_path):

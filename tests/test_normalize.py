@@ -262,3 +262,48 @@ def test_old_sigma_rule_calibrator_files_still_load(tmp_path):
     assert [o.level for o in out] == [3, 5]
     resaved = ConfidenceCalibrator.load(cal.save(tmp_path / "again.json"))
     assert resaved.levels_.cuts_ == cal.levels_.cuts_ and resaved.levels_.rule == "sigma"
+
+
+def test_accuracy_rule_hand_computed_and_unearned_levels_stay_empty(tmp_path):
+    # C .1 .. .8; correct 0 0 0 1 0 1 1 1: isotonic pools (.4, .5) to 0.5, so
+    # p = 0 0 0 .5 .5 1 1 1; p crosses .2 and .4 between .3 and .4 (cut .35),
+    # .6 and .8 between .5 and .6 (cut .55): levels 1 1 1 3 3 5 5 5, levels 2 and 4 empty
+    fused = [.1, .2, .3, .4, .5, .6, .7, .8]
+    correct = [0, 0, 0, 1, 0, 1, 1, 1]
+    cuts = LevelCuts(rule="accuracy", min_count=4).fit(fused, correct)
+    assert cuts.cuts_ == pytest.approx([.35, .35, .55, .55])
+    assert cuts.counts_ == {1: 3, 2: 0, 3: 2, 4: 0, 5: 3}
+    assert cuts.accuracy_ == {1: 0.0, 2: None, 3: 0.5, 4: None, 5: 1.0}
+    # never right more than half the time: levels 4 and 5 get +inf cuts (never said), which
+    # survive a save/load; p = 0 0 0 0 .5 .5 .5 .5
+    low = LevelCuts(rule="accuracy", min_count=4).fit(fused, [0, 0, 0, 0, 1, 0, 1, 0])
+    assert low.cuts_ == [pytest.approx(.45), pytest.approx(.45), float("inf"), float("inf")]
+    assert low.level(1.0) == 3 and low.counts_ == {1: 4, 2: 0, 3: 4, 4: 0, 5: 0}
+    raw = [{"lnlp": -float(c)} for c in fused]  # lnlp is an uncertainty: higher = worse
+    cal = ConfidenceCalibrator(estimators=("lnlp",), levels=LevelCuts(rule="accuracy",
+                                                                      min_count=4))
+    cal.fit(raw, [0, 0, 0, 0, 1, 0, 1, 0])
+    loaded = ConfidenceCalibrator.load(cal.save(tmp_path / "accuracy.json"))
+    assert loaded.levels_.cuts_ == cal.levels_.cuts_ and loaded.levels_.rule == "accuracy"
+    assert loaded.levels_.accuracy_ == cal.levels_.accuracy_
+    with pytest.raises(ValueError, match="accuracy rule.*needs the step correctness"):
+        LevelCuts(rule="accuracy").fit(np.linspace(0, 1, 20))
+    with pytest.raises(ValueError, match="3 correctness labels for 8"):
+        LevelCuts(rule="accuracy", min_count=4).fit(fused, [0, 1, 1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.booleans()), min_size=12, max_size=80))
+def test_accuracy_rule_levels_hold_steps_as_often_right_as_they_say(pairs):
+    fused = [c for c, _ in pairs]
+    if len(set(fused)) == 1:
+        return
+    correct = [float(y) for _, y in pairs]
+    cuts = LevelCuts(rule="accuracy").fit(fused, correct)
+    levels = cuts.transform(fused)
+    for k, acc in cuts.accuracy_.items():  # level k's steps are right (k-1)/5 .. k/5 of the time
+        assert (acc is None) == (not np.any(levels == k))
+        if acc is not None:
+            assert (k - 1) / 5 - 1e-9 <= acc <= k / 5 + 1e-9, (k, acc)
+    order = np.argsort(fused, kind="stable")
+    assert np.all(np.diff(levels[order]) >= 0)  # monotone in C

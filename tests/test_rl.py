@@ -114,9 +114,16 @@ def test_rl_run_via_cli_logs_rewards_and_saves_a_loadable_model(world, tmp_path:
         "model": str(world["model"]), "output_dir": str(tmp_path / "out"),
         "train_file": world["train_file"],
         "calibrator": str(world["calibrator"]), "max_steps": 2, "num_generations": 3,
-        "per_device_train_batch_size": 3, "max_completion_length": 16, "lora_r": 4}))
-    result = CliRunner().invoke(app, ["train", "rl", "--config", str(cfg)])
+        "per_device_train_batch_size": 3, "max_completion_length": 16, "lora_r": 4,
+        "eval_file": world["train_file"], "eval_samples": 2}))
+    result = CliRunner().invoke(app, ["train", "rl", "--config", str(cfg), "--eval-every", "1"])
     assert result.exit_code == 0, result.output + repr(result.exception)
+    # held-out curves (issue #12): before training and after each of the 2 steps, on 2 questions
+    held = _read_log(tmp_path / "out" / "heldout_log.jsonl")
+    assert [(r["step"], r["n"]) for r in held] == [(0, 2), (1, 2), (2, 2)]
+    for r in held:
+        assert all(0.0 <= r[k] <= 1.0 for k in ("R_KA", "R_EC", "R_CS", "format", "accuracy"))
+        assert {"mece", "step_auroc", "step_accuracy"} <= set(r)
     rows = _read_log(tmp_path / "out" / "reward_log.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for name in REWARDS:

@@ -85,6 +85,14 @@ def test_repeated_correct_step_is_counted_once() -> None:
     judged = rules.judge_chains([sample], [["There are two dogs.", "There are two dogs.",
                                             "So, the answer is 2."]])[0]
     assert [v.value for v in judged.steps] == [1.0, 0.0, 1.0]
+    # the level rule's labels: an unaligned step is left out (None), not counted wrong
+    four = ["There are two dogs.", "There are two dogs.", "The cat sleeps on a red mat today.",
+            "So, the answer is 2."]
+    labels = rules.step_labels([sample], [four])[0]
+    assert labels[0] == 1.0 and labels[3] == 1.0  # three references: one of the middle two
+    assert sorted(labels[1:3], key=str) == [0.0, None]  # is aligned (wrong), one is not
+    values = [v.value for v in rules.judge_chains([sample], [four])[0].steps]
+    assert values[1:3] == [0.0, 0.0]  # a_t for the rewards: unaligned counts 0
 
 
 # --- one rule set: rewards and evaluation give the same verdicts --------------------------------

@@ -22,7 +22,7 @@ SCRIPT = REPO / "examples" / "walkthrough.sh"
 CONFIGS = REPO / "configs"
 OPTIONS_COMPARED_BY_VALUE = ("--method",)
 #: fields a CPU-rehearsal twin may change: sizes and hardware, never the method
-SIZE_FIELDS = {"learning_rate", "batch_size", "max_length", "device", "max_steps",
+SIZE_FIELDS = {"learning_rate", "batch_size", "max_length", "use_cpu", "max_steps",
                "logging_steps", "save_steps", "max_completion_length"}
 
 

@@ -1,31 +1,40 @@
-"""`mmboundary demo`: MMBoundary end to end on ShapesWorld, on a CPU, in minutes."""
+"""`mmboundary demo`: MMBoundary end to end on ShapesWorld, on a CPU, in minutes.
+
+Every ``DemoConfig`` field is an option (``cli/dataclass_options.py``); an option given here
+overrides the ``--config`` YAML, which overrides the preset."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from mmboundary.cli.dataclass_options import load_config, with_field_options
+
+#: Options that keep their old names: ``--out`` is ``out_dir``, ``--split`` is ``eval_split``.
+FLAGS = {"out_dir": ("--out", "--out-dir"), "eval_split": ("--split", "--eval-split")}
+
 
 def register(app: typer.Typer) -> None:
+    from mmboundary.demo.config import DemoConfig
+
     @app.command()
+    @with_field_options(DemoConfig, flags=FLAGS,
+                        panel="DemoConfig fields (override --config and --preset)")
     def demo(
         quick: bool = typer.Option(False, "--quick", help="Smoke run of every stage (~1-2 min): "
                                    "few samples, 2 RL steps. Same as --preset quick."),
-        preset: str = typer.Option("default", help="default (~10 min on 2 cores), quick, or "
-                                   "large (more data and RL; about an hour)."),
+        preset: str | None = typer.Option(
+            None, help=f"Named overrides, one of {', '.join(DemoConfig.PRESETS)}: default (~10 "
+            "min on 2 cores), quick (= --quick) or large (more data and RL; about an hour). "
+            "Default: the --config file's preset: key, else default."),
         config: Path | None = typer.Option(None, help="YAML of DemoConfig fields (may name a "
                                            "preset:); options given here override it."),
-        out: Path | None = typer.Option(None, help="Output folder (default runs/demo[-quick|-large])."),
-        seed: int | None = typer.Option(None, help="World and training seed (default 0)."),
         seeds: int = typer.Option(1, "--seeds", help="Run N seeds (seed, seed+1, ...) into "
                                   "OUT/seed-<k> and write one report over them in OUT/report "
                                   "(every metric as mean +- sd over seeds)."),
-        split: str | None = typer.Option(None, "--split", help="Evaluate on 'test' (default; "
-                                         "report once) or 'validation' (choose settings)."),
-        threads: int | None = typer.Option(None, help="torch CPU threads (default 2)."),
-        fresh: bool = typer.Option(False, "--fresh", help="Redo every stage instead of "
-                                   "resuming the finished ones in the output folder."),
+        fields: dict[str, Any] | None = None,
     ) -> None:
         """Run the whole method on ShapesWorld and write a Table-1-style report.
 
@@ -38,16 +47,9 @@ def register(app: typer.Typer) -> None:
         baselines are fitted on the validation split; the report (Markdown, CSV, PNG, HTML)
         lands in OUT/report.
         """
-        from dataclasses import replace
-
-        from mmboundary.demo.config import PRESETS, DemoConfig
         from mmboundary.demo.run import run_demo_seeds
 
-        name = "quick" if quick else preset
-        if name not in PRESETS:
-            raise typer.BadParameter(f"unknown preset {name!r}; expected {sorted(PRESETS)}")
-        cfg = DemoConfig.from_yaml(config) if config is not None else PRESETS[name]
-        overrides = {"out_dir": str(out) if out else None, "seed": seed, "threads": threads,
-                     "eval_split": split}
-        cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None}, fresh=fresh)
+        if quick and preset not in (None, "quick"):
+            raise typer.BadParameter(f"--quick is --preset quick, not --preset {preset}")
+        cfg = load_config(DemoConfig, config, "quick" if quick else preset, fields or {})
         run_demo_seeds(cfg, seeds)

@@ -25,7 +25,16 @@ from mmboundary.cli.common import (
     load_samples,
     report_failure,
 )
+from mmboundary.cli.dataclass_options import library_default as default
+from mmboundary.confidence.fusion import Fusion
+from mmboundary.confidence.normalize import ConfidenceCalibrator
+from mmboundary.confidence.pipeline import EstimateConfig, estimate_dataset
+from mmboundary.models.similarity import load_similarity
+from mmboundary.models.vlm import VLM
 
+ALL_ESTIMATORS = ",".join(default(EstimateConfig, "estimators"))
+FUSION = default(Fusion, "method")
+NORMALIZER = default(ConfidenceCalibrator, "normalizer")
 ESTIMATORS_HELP = "Comma-separated estimators: lnlp, mte, tokensar, clips (default: all four)."
 FUSION_HELP = "Fusion of the normalised estimators: mean (weighted mean, paper) or max ('w U_Max')."
 
@@ -42,9 +51,6 @@ def _parse_estimators(text: str) -> tuple[str, ...]:
 
 
 def _template(estimators: tuple[str, ...], fusion: str, normalizer: str) -> Any:
-    from mmboundary.confidence.fusion import Fusion
-    from mmboundary.confidence.normalize import ConfidenceCalibrator
-
     try:
         return ConfidenceCalibrator(estimators=estimators, normalizer=normalizer,
                                     fusion=Fusion(method=fusion))
@@ -137,31 +143,35 @@ def estimate_callback(
         None, "--similarity", help="Similarity model folder for TokenSAR (default: offline "
         "all-MiniLM-L6-v2)."),
     similarity_precision: str = typer.Option(
-        "float32", "--similarity-precision", help="float32 (default) or bfloat16: bf16 halves "
+        default(load_similarity, "precision"), "--similarity-precision", help="float32 (default) or bfloat16: bf16 halves "
         "TokenSAR's time on CPUs with bf16 units (fused C Spearman 0.99998 vs float32; "
         "docs/PERFORMANCE.md)."),
     clip: Path | None = typer.Option(None, "--clip", help="CLIP model folder (needed for clips)."),
     calibrator: Path | None = typer.Option(
         None, "--calibrator", help="A fitted calibrator JSON to apply (default: fit one on this "
         "run's raw scores and save it beside --out)."),
-    estimators: str = typer.Option("lnlp,mte,tokensar,clips", "--estimators",
-                                   help=ESTIMATORS_HELP),
-    fusion: str = typer.Option("mean", "--fusion", help=FUSION_HELP),
-    normalizer: str = typer.Option("robust_minmax", "--normalizer",
+    estimators: str = typer.Option(ALL_ESTIMATORS, "--estimators", help=ESTIMATORS_HELP),
+    fusion: str = typer.Option(FUSION, "--fusion", help=FUSION_HELP),
+    normalizer: str = typer.Option(NORMALIZER, "--normalizer",
                                    help="Per-estimator normaliser: robust_minmax or quantile."),
     include_question: bool = typer.Option(
-        False, "--include-question", help="TokenSAR similarity over question + step (default: "
+        default(EstimateConfig, "include_question"), "--include-question", help="TokenSAR similarity over question + step (default: "
         "the step alone)."),
-    num_shards: int = typer.Option(1, "--num-shards", help="Split the samples into N shards."),
-    shard_index: int = typer.Option(0, "--shard-index", help="Which shard this run does."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Samples per batched VLM pass."),
+    num_shards: int = typer.Option(default(estimate_dataset, "num_shards"), "--num-shards",
+                                   help="Split the samples into N shards."),
+    shard_index: int = typer.Option(default(estimate_dataset, "shard_index"), "--shard-index",
+                                    help="Which shard this run does."),
+    batch_size: int = typer.Option(default(EstimateConfig, "batch_size"), "--batch-size",
+                                   help="Samples per batched VLM pass."),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N samples."),
-    max_new_tokens: int = typer.Option(128, "--max-new-tokens",
+    max_new_tokens: int = typer.Option(default(EstimateConfig, "max_new_tokens"),
+                                       "--max-new-tokens",
                                        help="Most tokens per generated response."),
     instruction: str | None = typer.Option(None, "--instruction",
                                            help="Instruction after the question."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
+    device: str = typer.Option(default(VLM.from_pretrained, "device"), "--device",
+                               help=DEVICE_HELP),
+    dtype: str = typer.Option(default(VLM.from_pretrained, "dtype"), "--dtype", help=DTYPE_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Score every step's internal confidence (LNLP, MTE, TokenSAR, CLIPS), normalise, fuse, level.
@@ -179,16 +189,9 @@ def estimate_callback(
     if "clips" in names and clip is None:
         raise typer.BadParameter("estimator clips needs --clip PATH (a local CLIP folder), or "
                                  "drop it: --estimators lnlp,mte,tokensar")
-    from mmboundary.confidence.normalize import ConfidenceCalibrator
-    from mmboundary.confidence.pipeline import (
-        EstimateConfig,
-        default_image_loader,
-        estimate_dataset,
-    )
+    from mmboundary.confidence.pipeline import default_image_loader
     from mmboundary.data.io import check_own_jsonl
     from mmboundary.models.clip import ClipScorer
-    from mmboundary.models.similarity import load_similarity
-    from mmboundary.models.vlm import VLM
 
     fitted = ConfidenceCalibrator.load(calibrator) if calibrator is not None else None
     samples = load_samples(data, dataset, images)
@@ -238,15 +241,13 @@ def merge_command(
     inputs: list[Path] = typer.Argument(..., help="Shard outputs of `mmboundary estimate`."),
     calibrator: Path | None = typer.Option(None, "--calibrator", help="A fitted calibrator "
                                            "JSON to apply (default: fit one on the merged file)."),
-    estimators: str = typer.Option("lnlp,mte,tokensar,clips", "--estimators",
-                                   help=ESTIMATORS_HELP),
-    fusion: str = typer.Option("mean", "--fusion", help=FUSION_HELP),
-    normalizer: str = typer.Option("robust_minmax", "--normalizer",
+    estimators: str = typer.Option(ALL_ESTIMATORS, "--estimators", help=ESTIMATORS_HELP),
+    fusion: str = typer.Option(FUSION, "--fusion", help=FUSION_HELP),
+    normalizer: str = typer.Option(NORMALIZER, "--normalizer",
                                    help="Per-estimator normaliser: robust_minmax or quantile."),
 ) -> None:
     """Join shard outputs (first line per sample wins), fit or apply the calibrator, fill levels.
     OUT must be a new file or an output of ours."""
-    from mmboundary.confidence.normalize import ConfidenceCalibrator
     from mmboundary.confidence.outputs import merge_outputs
     from mmboundary.data.failures import NothingSucceededError
     from mmboundary.data.io import check_own_jsonl, read_jsonl

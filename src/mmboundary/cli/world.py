@@ -10,6 +10,11 @@ from typing import Any
 
 import typer
 
+from mmboundary.cli.dataclass_options import library_default as default
+from mmboundary.shapesworld.pretrain_clip import ClipPretrainConfig
+from mmboundary.shapesworld.pretrain_vlm import PretrainConfig
+from mmboundary.shapesworld.scenes import make_samples, write_split
+
 SPLIT_HELP = "Split: train, validation or test (scenes never overlap between splits)."
 
 
@@ -41,25 +46,29 @@ def make(
     out: Path = typer.Option(..., "--out", help="Folder for images/ and <split>.json."),
     n: int = typer.Option(1000, "--n", help="Number of samples."),
     split: str = typer.Option("test", "--split", help=SPLIT_HELP),
-    seed: int = typer.Option(0, "--seed", help="World seed (same seed = same samples)."),
+    seed: int = typer.Option(default(write_split, "seed"), "--seed",
+                             help="World seed (same seed = same samples)."),
 ) -> None:
     """Write N ShapesWorld samples (PNG images + a Sample JSON that load_annotated reads)."""
-    from mmboundary.shapesworld.scenes import write_split
-
     path = write_split(out, n, split, seed)
     typer.echo(f"wrote {n} {split} samples to {path}")
 
 
 def pretrain(
     out: Path = typer.Option(..., "--out", help="Folder to save the world VLM in."),
-    steps: int = typer.Option(1800, "--steps", help="Training steps (one fresh batch each)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the weights and of the world stream."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Samples per step."),
-    learning_rate: float = typer.Option(2e-3, "--lr", help="Peak AdamW learning rate."),
-    threads: int = typer.Option(1, "--threads", help="torch threads (1 is best on shared CPUs)."),
+    steps: int = typer.Option(default(PretrainConfig, "steps"), "--steps",
+                              help="Training steps (one fresh batch each)."),
+    seed: int = typer.Option(default(PretrainConfig, "seed"), "--seed",
+                             help="Seed of the weights and of the world stream."),
+    batch_size: int = typer.Option(default(PretrainConfig, "batch_size"), "--batch-size",
+                                   help="Samples per step."),
+    learning_rate: float = typer.Option(default(PretrainConfig, "learning_rate"), "--lr",
+                                        help="Peak AdamW learning rate."),
+    threads: int = typer.Option(default(PretrainConfig, "threads"), "--threads",
+                                help="torch threads (1 is best on shared CPUs)."),
     eval_samples: int = typer.Option(1000, "--eval-samples",
                                      help="Held-out test samples for the accuracy (0 = skip)."),
-    save_every: int = typer.Option(0, "--save-every",
+    save_every: int = typer.Option(default(PretrainConfig, "save_every"), "--save-every",
                                    help="Also save out/step-N every N steps (0 = final only)."),
     vision_init: str = typer.Option("shipped", "--vision-init",
                                     help="World CLIP folder whose vision encoder initialises the "
@@ -73,12 +82,8 @@ def pretrain(
 
     The training stream is the train split of world seed = --seed (fresh samples every step).
     """
-    from mmboundary.shapesworld.pretrain_vlm import (
-        PretrainConfig,
-        evaluate_world_vlm,
-        pretrain_world_vlm,
-    )
-    from mmboundary.shapesworld.scenes import make_samples, shipped_world_clip_path
+    from mmboundary.shapesworld.pretrain_vlm import evaluate_world_vlm, pretrain_world_vlm
+    from mmboundary.shapesworld.scenes import shipped_world_clip_path
 
     vision = {"none": None, "shipped": None}.get(vision_init.lower(), vision_init)
     if vision_init.lower() == "shipped" and init_from is None:
@@ -103,20 +108,19 @@ def pretrain(
 
 def pretrain_clip(
     out: Path = typer.Option(..., "--out", help="Folder to save the world CLIP in."),
-    steps: int = typer.Option(400, "--steps", help="Training steps (one fresh batch each)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the weights and of the world stream."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Image-text pairs per step."),
-    threads: int = typer.Option(1, "--threads", help="torch threads."),
+    steps: int = typer.Option(default(ClipPretrainConfig, "steps"), "--steps",
+                              help="Training steps (one fresh batch each)."),
+    seed: int = typer.Option(default(ClipPretrainConfig, "seed"), "--seed",
+                             help="Seed of the weights and of the world stream."),
+    batch_size: int = typer.Option(default(ClipPretrainConfig, "batch_size"), "--batch-size",
+                                   help="Image-text pairs per step."),
+    threads: int = typer.Option(default(ClipPretrainConfig, "threads"), "--threads",
+                                help="torch threads."),
     eval_samples: int = typer.Option(1000, "--eval-samples",
                                      help="Held-out test images for the cosine signal (0 = skip)."),
 ) -> None:
     """Pretrain the world CLIP contrastively on (image, image-level fact) pairs."""
-    from mmboundary.shapesworld.pretrain_clip import (
-        ClipPretrainConfig,
-        evaluate_world_clip,
-        pretrain_world_clip,
-    )
-    from mmboundary.shapesworld.scenes import make_samples
+    from mmboundary.shapesworld.pretrain_clip import evaluate_world_clip, pretrain_world_clip
 
     cfg = ClipPretrainConfig(steps=steps, batch_size=batch_size, seed=seed, world_seed=seed,
                              threads=threads)
@@ -136,15 +140,17 @@ def evaluate(
                                help="World VLM or CLIP folder (default: the shipped VLM)."),
     n: int = typer.Option(1000, "--n", help="Number of held-out samples."),
     split: str = typer.Option("test", "--split", help=SPLIT_HELP),
-    seed: int = typer.Option(0, "--seed", help="World seed of the evaluation samples."),
+    seed: int = typer.Option(default(make_samples, "seed"), "--seed",
+                             help="World seed of the evaluation samples."),
     out: Path = typer.Option(None, "--out", help="Also write the summary + per-sample records "
                                                  "(JSON) here."),
-    threads: int = typer.Option(1, "--threads", help="torch threads."),
+    threads: int = typer.Option(default(PretrainConfig, "threads"), "--threads",
+                                help="torch threads (as pretraining's: 1 is best on shared CPUs)."),
 ) -> None:
     """Accuracy of a world VLM (by question kind and format), or the signal of a world CLIP."""
     from mmboundary.shapesworld.pretrain_clip import evaluate_world_clip
     from mmboundary.shapesworld.pretrain_vlm import evaluate_world_vlm
-    from mmboundary.shapesworld.scenes import make_samples, shipped_world_model_path
+    from mmboundary.shapesworld.scenes import shipped_world_model_path
 
     model = model or shipped_world_model_path()
     config = json.loads((Path(model) / "config.json").read_text())

@@ -14,6 +14,14 @@ of two rules:
   sigma .200, clipped at 1) every level still holds its share of the steps.
 - ``rule="sigma"``: cut at mu + k * sigma. On that demo C the top cut is 1.035 and level 5 never
   occurs; kept for comparison and to read calibrators written before the quantile rule.
+- ``rule="accuracy"`` **(ours)**: levels that mean what their value says. Fitted on C *and* the
+  step correctness of the same steps (judged against the training references by the rule set):
+  an isotonic regression p(C) of correctness on C (scikit-learn), and a step gets the level whose
+  value (2k - 1)/10 is nearest to p(C), i.e. the cuts are where p crosses 0.2 / 0.4 / 0.6 / 0.8
+  (the midpoint between the last fitted C below and the first at or above). A level no fitted step
+  is that often right for has no cut inside the data (+inf: it is never said), which is the point:
+  on the ShapesWorld demo, the quantile rule says level 3-4 (0.5-0.7) for steps right 39% of the
+  time. ``offsets`` are unused by this rule (its n_levels stays ``len(offsets) + 1``).
 
 level(C) = 1 + #{cuts <= C}. ``fit`` records the level counts of the fitted set (``counts_``) and,
 by default, warns when a level is empty (``empty_level="raise"`` makes it an error).
@@ -30,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 
 FUSIONS = ("mean", "max")
-LEVEL_RULES = ("quantile", "sigma")
+LEVEL_RULES = ("quantile", "sigma", "accuracy")
 #: Cut points in units of the spread: mu + k sigma (sigma rule) or the quantile Phi(k).
 DEFAULT_CUT_OFFSETS = (-1.5, -0.5, 0.5, 1.5)
 
@@ -113,6 +121,30 @@ def quantile_cuts(fused: np.ndarray, offsets: Sequence[float]) -> list[float]:
     return [float(q) for q in np.quantile(fused, [normal_cdf(k) for k in offsets])]
 
 
+def accuracy_cuts(fused: np.ndarray, correct: np.ndarray, n_levels: int) -> list[float]:
+    """Cuts where the isotonic fit p(C) of ``correct`` on ``fused`` crosses k / n_levels (the
+    midpoints between the level values (2k - 1) / (2 n_levels)); +inf where it never does.
+
+    >>> accuracy_cuts(np.array([.1, .2, .3, .4, .5, .6]), np.array([0, 0, 0, 1, 1, 1.]), 5)
+    [0.35, 0.35, 0.35, 0.35]
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(fused, correct)
+    xs = np.unique(fused)
+    ps = iso.predict(xs)
+    cuts = []
+    for k in range(1, n_levels):
+        above = np.nonzero(ps >= k / n_levels)[0]
+        if above.size == 0:
+            cuts.append(math.inf)
+        elif above[0] == 0:
+            cuts.append(-math.inf)
+        else:
+            cuts.append(float((xs[above[0] - 1] + xs[above[0]]) / 2))
+    return cuts
+
+
 def assign_levels(cuts: Sequence[float], fused: np.ndarray | float) -> np.ndarray:
     """level = 1 + #{cuts <= C} (C equal to a cut goes to the upper level)."""
     return 1 + np.searchsorted(np.asarray(cuts, dtype=np.float64), fused, side="right")
@@ -145,8 +177,9 @@ class LevelCuts:
     """Five confidence levels from four cut points fitted on a set of fused confidences C.
 
     Parameters (see the module docstring for the rules):
-        rule: "quantile" (default: cut at the empirical quantiles Phi(k)) or "sigma"
-            (cut at mu + k sigma).
+        rule: "quantile" (default: cut at the empirical quantiles Phi(k)), "sigma"
+            (cut at mu + k sigma) or "accuracy" (cut where the isotonic step accuracy crosses
+            the midpoints between level values; ``fit`` needs ``correct``).
         offsets: the k of each cut, increasing (default -1.5, -0.5, 0.5, 1.5).
         min_count: fitting needs at least this many confidences, not all equal.
         empty_level: "warn" (default, an ``EmptyLevelWarning``) or "raise" (``ValueError``)
@@ -154,10 +187,12 @@ class LevelCuts:
 
     Fitted attributes (set by ``fit`` or ``from_dict`` only): ``cuts_`` (the cut points),
     ``mean_`` and ``std_`` of the fitted C, ``counts_`` ({level: steps} on the fitted set;
-    ``None`` for a calibrator saved before counts were recorded).
+    ``None`` for a calibrator saved before counts were recorded), ``accuracy_`` ({level: step
+    accuracy of the labelled fitted steps at that level}, None where none; only when ``fit`` was
+    given ``correct``).
     """
 
-    rule: Literal["quantile", "sigma"] = "quantile"
+    rule: Literal["quantile", "sigma", "accuracy"] = "quantile"
     offsets: tuple[float, ...] = DEFAULT_CUT_OFFSETS
     min_count: int = 10
     empty_level: Literal["warn", "raise"] = "warn"
@@ -175,14 +210,32 @@ class LevelCuts:
     def n_levels(self) -> int:
         return len(self.offsets) + 1
 
-    def fit(self, fused: Sequence[float] | np.ndarray) -> LevelCuts:
-        """Fit the cuts on ``fused`` (not modified); returns ``self``."""
+    def fit(self, fused: Sequence[float] | np.ndarray,
+            correct: Sequence[float | bool | None] | None = None) -> LevelCuts:
+        """Fit the cuts on ``fused`` (not modified); returns ``self``. ``correct`` (same length;
+        1/0 or None for an unjudged step) is needed by the accuracy rule and, when given, also
+        records each level's accuracy on the fitted set (``accuracy_``)."""
         self._check_params()
         x = _check_fused(fused, self.min_count)
-        cuts = (quantile_cuts if self.rule == "quantile" else sigma_cuts)(x, self.offsets)
-        counts = level_counts(assign_levels(cuts, x), self.n_levels)
+        y = None
+        if correct is not None:
+            if len(correct) != x.size:
+                raise ValueError(f"LevelCuts.fit: {len(correct)} correctness labels for {x.size} "
+                                 "fused confidences")
+            y = np.array([np.nan if c is None else float(c) for c in correct])
+        if self.rule == "accuracy":
+            if y is None or int(np.sum(np.isfinite(y))) < self.min_count:
+                raise ValueError("LevelCuts.fit (accuracy rule): needs the step correctness of "
+                                 f">= {self.min_count} fitted steps ('correct'), got "
+                                 f"{0 if y is None else int(np.sum(np.isfinite(y)))}")
+            known = np.isfinite(y)
+            cuts = accuracy_cuts(x[known], y[known], self.n_levels)
+        else:
+            cuts = (quantile_cuts if self.rule == "quantile" else sigma_cuts)(x, self.offsets)
+        levels = assign_levels(cuts, x)
+        counts = level_counts(levels, self.n_levels)
         empty = [k for k, n in counts.items() if n == 0]
-        if empty:
+        if empty and self.rule != "accuracy":  # the accuracy rule leaves unearned levels empty
             message = (f"LevelCuts.fit ({self.rule} rule): level(s) {empty} hold none of the "
                        f"{x.size} fitted confidences; counts {counts}, cuts "
                        f"{[round(c, 4) for c in cuts]}")
@@ -191,6 +244,12 @@ class LevelCuts:
             warnings.warn(message, EmptyLevelWarning, stacklevel=2)
         self.cuts_, self.counts_ = cuts, counts
         self.mean_, self.std_ = float(x.mean()), float(x.std())
+        self.accuracy_ = None
+        if y is not None:
+            self.accuracy_ = {}
+            for k in range(1, self.n_levels + 1):
+                at = (levels == k) & np.isfinite(y)
+                self.accuracy_[k] = float(y[at].mean()) if at.any() else None
         return self
 
     def _fitted_cuts(self) -> list[float]:
@@ -212,7 +271,9 @@ class LevelCuts:
         if hasattr(self, "cuts_"):
             data.update(mean=self.mean_, std=self.std_, cuts=list(self.cuts_),
                         counts=None if self.counts_ is None
-                        else {str(k): v for k, v in self.counts_.items()})
+                        else {str(k): v for k, v in self.counts_.items()},
+                        accuracy=None if getattr(self, "accuracy_", None) is None
+                        else {str(k): v for k, v in self.accuracy_.items()})
         return data
 
     @classmethod
@@ -231,4 +292,7 @@ class LevelCuts:
             cuts.mean_, cuts.std_ = data.get("mean"), data.get("std")
             counts = data.get("counts")
             cuts.counts_ = None if counts is None else {int(k): int(v) for k, v in counts.items()}
+            accuracy = data.get("accuracy")
+            cuts.accuracy_ = None if accuracy is None else {int(k): v for k, v in
+                                                            accuracy.items()}
         return cuts

@@ -225,9 +225,15 @@ class ConfidenceCalibrator:
             raise ValueError(f"ConfidenceCalibrator.normalizer: expected one of {NORMALIZERS}, "
                              f"got {self.normalizer!r}")
 
-    def fit(self, raw: Sequence[Mapping[str, float]]) -> ConfidenceCalibrator:
-        """Fit on the raw scores of a reference set of steps (not modified); returns ``self``."""
+    def fit(self, raw: Sequence[Mapping[str, float]],
+            correct: Sequence[float | bool | None] | None = None) -> ConfidenceCalibrator:
+        """Fit on the raw scores of a reference set of steps (not modified); returns ``self``.
+        ``correct[i]``: step i's correctness (1/0, None = unjudged), needed by the level rule
+        ``accuracy`` (``LevelCuts``) and recorded per level by the others."""
         self._check_params()
+        if correct is not None and len(correct) != len(raw):
+            raise ValueError(f"ConfidenceCalibrator.fit: {len(correct)} correctness labels for "
+                             f"{len(raw)} steps")
         bad = [i for i, r in enumerate(raw) if not isinstance(r, Mapping)]
         if bad:
             raise ValueError(f"ConfidenceCalibrator.fit: step {bad[0]} of the reference set is "
@@ -241,10 +247,12 @@ class ConfidenceCalibrator:
             norm = make_normalizer(self.normalizer, name, lower_pct=self.lower_pct,
                                    upper_pct=self.upper_pct)
             normalizers[name] = norm.fit(values)
-        fused = [c.confidence for c in _normalize_and_fuse(raw, self.estimators, normalizers,
-                                                           self.fusion)
-                 if c.confidence is not None]
-        self.levels_ = replace(self.levels).fit(fused)  # a fresh copy: the parameter stays unfitted
+        items = _normalize_and_fuse(raw, self.estimators, normalizers, self.fusion)
+        keep = [i for i, c in enumerate(items) if c.confidence is not None]
+        fused = [items[i].confidence for i in keep]
+        labels = None if correct is None else [correct[i] for i in keep]
+        # a fresh copy: the parameter stays unfitted
+        self.levels_ = replace(self.levels).fit(fused, labels)
         self.normalizers_ = normalizers
         return self
 

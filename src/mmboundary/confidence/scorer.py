@@ -190,21 +190,36 @@ class InternalConfidenceScorer:
     def fit_calibrator(self, samples: Sequence[Sample],
                        responses: Sequence[str | Response | None] | None = None,
                        images: Sequence[Any] | None = None, *,
-                       max_new_tokens: int = 128) -> ConfidenceCalibrator:
+                       max_new_tokens: int = 128,
+                       label_steps: Callable[[Sequence[Sample], Sequence[Response]],
+                                             list[list[float | None]]] | None = None
+                       ) -> ConfidenceCalibrator:
         """Fit (a copy of) ``calibrator`` on this model's own steps and use it from now on.
 
         ``responses`` None = the model answers every sample greedily (up to ``max_new_tokens``)
         **(ours: greedy answers to the training questions, as for the vanilla model in stage
-        1)**. Returns the fitted calibrator (its ``levels_.counts_`` are the level counts).
+        1)**. ``label_steps(samples, responses)``: each step's correctness against the samples'
+        references (``judging.StepRules.step_labels``), needed when the calibrator's level rule
+        is ``accuracy``. Returns the fitted calibrator (its ``levels_.counts_`` are the level
+        counts).
         """
+        needs_labels = self.calibrator.levels.rule == "accuracy"
+        if needs_labels and label_steps is None:
+            raise ValueError("InternalConfidenceScorer.fit_calibrator: the calibrator's level rule "
+                             "'accuracy' needs label_steps (the steps' correctness)")
         responses = [None] * len(samples) if responses is None else list(responses)
         scored = [r for r in self.raw(samples, responses, images, max_new_tokens=max_new_tokens)
                   if not failed(r)]
+        labels: list[float | None] | None = None
+        if label_steps is not None:
+            by_id = {s.id: s for s in samples}
+            judged = label_steps([by_id[r.sample_id] for r in scored], scored)
+            labels = [y for r, chain in zip(scored, judged, strict=True)
+                      for step, y in zip(r.steps, chain, strict=True) if step.raw_scores]
         raw_scores = [step.raw_scores for r in scored for step in r.steps if step.raw_scores]
         try:
-            self.calibrator = self.calibrator.clone().fit(raw_scores)
+            self.calibrator = self.calibrator.clone().fit(raw_scores, labels)
         except ValueError as err:
             raise ValueError(f"InternalConfidenceScorer.fit_calibrator: {len(raw_scores)} scored "
                              f"steps in {len(scored)}/{len(samples)} responses: {err}") from err
         return self.calibrator
-

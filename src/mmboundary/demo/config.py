@@ -1,18 +1,22 @@
-"""The demo's settings: one dataclass, three presets (quick, default, large)."""
+"""The demo's settings: one dataclass (the one config base, ``ConfigBase``: YAML, presets,
+field docs, validation on load), three presets (quick, default, large)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmboundary.training.config_base import ConfigBase
+
 #: ablations the demo knows: warm-up variants (``wo_<estimator>``, ``w_max``), the warm-up alone
 #: (``wo_rl``) and RL without warm-up (``drl``)
-ABLATIONS = ("wo_rl", "w_max", "wo_lnlp", "wo_mte", "wo_tokensar", "wo_clips", "drl")
+ABLATIONS = ("wo_rl", "w_max", "wo_lnlp", "wo_mte", "wo_tokensar", "wo_clips", "wo_ssmap",
+             "wo_ka", "wo_ec", "wo_cs", "drl")
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(ConfigBase):
     """Everything `mmboundary demo` does, with documented defaults (the ``default`` preset).
 
     The run is ShapesWorld end to end: the shipped world VLM (vanilla) answers training questions;
@@ -49,6 +53,11 @@ class DemoConfig:
     """Samples per generation / scoring batch."""
     estimators: tuple[str, ...] = ("lnlp", "mte", "tokensar", "clips")
     """Internal-confidence estimators of the full method."""
+    level_rule: str = "quantile"
+    """How fused confidence C is cut into the five levels the warm-up teaches, R_CS compares with
+    and the Internal C row states (``confidence.LevelCuts``): ``quantile`` (the distribution's
+    shape, METHOD.md section 3) or ``accuracy`` (ours: fitted to the vanilla model's step
+    accuracy on the train split, so a level's value is how often its steps are right)."""
     statements_per_level: int = 1
     """Warm-up statements per level: n = the first n of each level (``StatementBank.subset``),
     0 = the full bank (20+ per level, the default for real models) (ours: 1 for the ~0.6M-
@@ -81,15 +90,54 @@ class DemoConfig:
     rl_calibrator_samples: int = 0
     """Train questions the RL start model answers for that fit (0 = the ``n_rl`` RL prompts;
     ours: ~850 steps at the default, enough for the cuts, and half the time of all ``n_train``)."""
+    rl_eval_every: int = 20
+    """Held-out RL curves (``RLConfig.eval_every``): before the first GRPO step, every N steps
+    and after the last, the policy answers the first ``rl_eval_samples`` validation questions
+    greedily; mean R_KA / R_EC / R_CS, Acc, MECE and step AUROC go to
+    ``rl/run/heldout_log.jsonl`` and a report figure (0 = off; measured ~2.5 s per evaluation
+    of 64 questions on 1 thread)."""
+    rl_eval_samples: int = 64
+    """Validation questions of the held-out RL curves (``RLConfig.eval_samples``)."""
+    diagnostics: bool = True
+    """Diagnostics stage (issue #12, ``demo/diagnostics.py``): stated vs internal level of the
+    warm-up and RL models on the evaluated split (confusion, Cohen's kappa), and the linear probe;
+    shown in the report. False = no stage, no sections."""
+    diagnostics_probe: bool = True
+    """The linear probe of the diagnostics stage (vanilla, warm-up and RL models: hidden state at
+    each step's last content token -> step correct; AUROC on validation)."""
+    diagnostics_probe_train: int = 0
+    """Train questions whose answers' steps train the probe (0 = the ``n_rl`` RL prompts)."""
+    diagnostics_internal_auroc: bool = True
+    """Next to the probe, the internal confidence C's AUROC on the same validation steps (one
+    scoring pass per model; measured ~5 s of the stage's ~43 s at the default size, 1 thread)."""
     sc_samples: int = 5
     """Samples per question for the self-consistency and multisample baselines."""
     baselines: tuple[str, ...] = ("token-prob", "internal", "dpv", "dps", "sc", "multisample")
     """Baselines evaluated besides vanilla and the two constants (``baseline_runs.METHODS``);
     fewer when choosing settings on validation, where only MMBoundary's rows matter."""
     ablations: tuple[str, ...] = ("wo_rl", "w_max")
-    """Cheap ablations: the warm-up alone and max-pooling fusion (a warm-up variant). More, e.g.
-    ``wo_tokensar``, ``wo_clips``, ``wo_lnlp``, ``wo_mte`` (one estimator off) or ``drl`` (RL
-    without warm-up), by configuration."""
+    """Cheap ablations: the warm-up alone and max-pooling fusion (a warm-up variant). More
+    (``demo.ablations``): ``wo_lnlp``, ``wo_mte``, ``wo_tokensar``, ``wo_clips`` (one estimator
+    off), ``wo_ssmap`` (numbers instead of statements), ``wo_ka``, ``wo_ec``, ``wo_cs`` (one
+    reward off), ``drl`` (RL without warm-up); ``--preset table1`` runs them all."""
+    ablation_rl: bool = False
+    """Warm-up variants (estimators, ``w_max``, ``wo_ssmap``) also get RL, as the paper's rows do
+    (True in ``table1``); False = the variant's warm-up alone, named "(w/o RL)" (cheap)."""
+    guided: bool = True
+    """Confidence-guided resampling (issue #17, docs/GUIDED.md "In the demo"): MMBoundary
+    resamples a step its own statement rates low, the vanilla model one its internal confidence
+    rates low; LEVEL and K chosen on validation; two rows, a table and two plots in the report."""
+    guided_levels: tuple[int, ...] = (2, 3)
+    """The LEVEL grid (2..6): a step whose confidence level is < LEVEL is resampled (ours: on
+    200 validation questions LEVEL 4 cost 2.6-2.7x the plain tokens for no gain over LEVEL 3)."""
+    guided_tries: tuple[int, ...] = (2, 4)
+    """The K grid (>= 1): alternatives sampled per low step."""
+    guided_val: int = 200
+    """Validation questions (the first of the split) on which LEVEL and K are chosen, by accuracy,
+    ties by fewer tokens; 0 = all ``n_val`` (ours: 200 keeps the stage near a minute on 2 cores)."""
+    guided_temperature: float = 1.0
+    """Sampling temperature of the alternatives (top-p 1, top-k off) (ours: GUIDED.md measured
+    0.7 and 1 alike)."""
     fresh: bool = False
     """Ignore finished stages in ``out_dir`` and redo everything."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -101,6 +149,8 @@ class DemoConfig:
 
         checks = [
             (self.eval_split in ("test", "validation"), "eval_split", "'test' or 'validation'"),
+            (self.level_rule in ("quantile", "sigma", "accuracy"), "level_rule",
+             "'quantile', 'sigma' or 'accuracy'"),
             (self.rl_calibrator in ("start_model", "given"), "rl_calibrator",
              "'start_model' or 'given'"),
             (self.statements_per_level >= 0, "statements_per_level", ">= 0 (0 = the full bank)"),
@@ -121,38 +171,27 @@ class DemoConfig:
     def out(self) -> Path:
         return Path(self.out_dir)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["estimators"] = list(self.estimators)
-        data["ablations"] = list(self.ablations)
-        data["baselines"] = list(self.baselines)
-        return data
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> DemoConfig:
-        import yaml
-
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        preset = raw.pop("preset", None)
-        if preset is not None and preset not in PRESETS:
-            raise ValueError(f"{path}: unknown preset {preset!r}; expected {sorted(PRESETS)}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown DemoConfig field(s) {unknown}; known {sorted(known)}")
-        base = PRESETS[preset] if preset else cls()
-        return replace(base, **{**raw, **{k: v for k, v in overrides.items() if v is not None}})
 
 
-PRESETS: dict[str, DemoConfig] = {
+#: Each preset's overrides of the dataclass defaults (``DemoConfig.PRESETS``; a YAML's
+#: ``preset:`` key, ``mmboundary demo --preset``).
+DEMO_PRESETS: dict[str, dict[str, Any]] = {
     # `mmboundary demo --quick`: a smoke run of every stage (used by the tests).
-    "quick": DemoConfig(out_dir="runs/demo-quick", n_train=48, n_rl=24, n_test=40, n_val=40,
-                        sft_epochs=1.0, rl_steps=2, rl_batch=8, sc_samples=3,
-                        ablations=("wo_rl", "w_max")),
+    "quick": {"out_dir": "runs/demo-quick", "n_train": 48, "n_rl": 24, "n_test": 40, "n_val": 40,
+              "sft_epochs": 1.0, "rl_steps": 2, "rl_batch": 8, "sc_samples": 3,
+              "ablations": ("wo_rl", "w_max")},
     # `mmboundary demo`: the README's main job, about ten minutes on 2 CPU cores.
-    "default": DemoConfig(),
+    "default": {},
+    # `mmboundary demo --preset table1`: every ablation row of the paper's Table 1, each warm-up
+    # variant with its own RL, in one report (the default sizes; about an hour on 2 cores).
+    "table1": {"out_dir": "runs/demo-table1", "ablation_rl": True, "guided": False,
+               "ablations": ("wo_lnlp", "wo_mte", "wo_tokensar", "wo_clips", "w_max",
+                             "wo_ssmap", "wo_ka", "wo_ec", "wo_cs", "wo_rl", "drl")},
     # `mmboundary demo --preset large`: more data and RL for those with time (about an hour).
-    "large": DemoConfig(out_dir="runs/demo-large", n_train=2000, n_rl=1000, n_test=1000,
-                        n_val=1000,
-                        sft_epochs=3.0, rl_steps=300, sc_samples=8),
+    "large": {"out_dir": "runs/demo-large", "n_train": 2000, "n_rl": 1000, "n_test": 1000,
+              "n_val": 1000, "sft_epochs": 3.0, "rl_steps": 300, "sc_samples": 8},
 }
+DemoConfig.PRESETS = DEMO_PRESETS
+
+#: The presets as configs (``DemoConfig.preset(name)``), for callers that read a preset's values.
+PRESETS: dict[str, DemoConfig] = {name: DemoConfig.preset(name) for name in DEMO_PRESETS}

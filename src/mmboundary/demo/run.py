@@ -1,8 +1,9 @@
 """`mmboundary demo`: MMBoundary end to end on ShapesWorld, from the shipped world model to a report.
 
 vanilla world VLM -> estimate (four estimators, calibrator) -> warm-up SFT -> RL (R_KA + R_EC +
-R_CS) -> every system and baseline answers the test split -> metrics -> report (Markdown, CSV,
-PNG, HTML). Numbers are whatever the run gives; nothing is tuned on the test split.
+R_CS) -> confidence-guided resampling, its setting chosen on validation (``demo.guided``) ->
+every system and baseline answers the test split -> metrics -> report (Markdown, CSV, PNG,
+HTML). Numbers are whatever the run gives; nothing is tuned on the test split.
 """
 
 from __future__ import annotations
@@ -14,17 +15,11 @@ from typing import Any
 
 from rich.console import Console
 
+from mmboundary.demo.ablations import ablation_models
 from mmboundary.demo.config import DemoConfig
+from mmboundary.demo.diagnostics import diagnostics, report_parts
+from mmboundary.demo.guided import check_guided_config, guided_decoding
 from mmboundary.demo.stages import cached_stage, make_world, reinforce, vanilla_estimates, warmup
-
-ABLATION_NAMES = {
-    "wo_rl": "MMBoundary w/o RL (warm-up only)",
-    "w_max": "MMBoundary w U_Max (w/o RL)",
-    "wo_lnlp": "MMBoundary w/o U_LNLP (w/o RL)",
-    "wo_mte": "MMBoundary w/o U_MTE (w/o RL)",
-    "wo_tokensar": "MMBoundary w/o U_TSAR (w/o RL)",
-    "wo_clips": "MMBoundary w/o U_CLIPS (w/o RL)",
-}
 
 
 def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
@@ -34,6 +29,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     from mmboundary.shapesworld.scenes import shipped_world_clip_path, shipped_world_model_path
 
     console = console or Console()
+    check_guided_config(config)  # before hours of training, not after
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     config.out.mkdir(parents=True, exist_ok=True)
@@ -58,20 +54,17 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     rl = stage("4/6 RL (R_KA + R_EC + R_CS)", reinforce, config, world, sft["model"],
                sft["calibrator"], clip)
     models = {"MMBoundary (ours: warm-up + RL)": rl["model"]}
-    for ablation in config.ablations:
-        if ablation == "wo_rl":
-            models[ABLATION_NAMES[ablation]] = sft["model"]
-        elif ablation == "drl":
-            drl = stage("4b/6 DRL baseline (RL without warm-up)", reinforce, config, world,
-                        str(vanilla), est["calibrator"], clip, name="drl")
-            models["DRL (RL without warm-up)"] = drl["model"]
-        else:
-            variant = stage(f"3b/6 warm-up variant {ablation}", warmup, config, world, est,
-                            vanilla, variant=ablation)
-            models[ABLATION_NAMES[ablation]] = variant["model"]
+    models.update(ablation_models(config, world, est, sft, vanilla, clip, stage))
+    guided = (stage("4c/6 confidence-guided decoding (LEVEL, K chosen on validation)",
+                    guided_decoding, config, world, rl["model"], vanilla, sft["calibrator"], clip)
+              if config.guided else None)  # the Internal C row's calibrator for the vanilla model
     metrics = stage(f"5/6 evaluate systems and baselines on the {config.eval_split} split", _evaluate, config,
-                    world, models, vanilla, est, clip)
-    report = stage("6/6 report", _report, config, world, metrics, rl, sft, timings)
+                    world, models, vanilla, {**est, "warmup_calibrator": sft["calibrator"]}, clip,
+                    guided)
+    diag = (stage("5b/6 diagnostics (stated vs internal level, linear probe)", diagnostics,
+                  config, world, vanilla, est, sft, rl, models, clip)
+            if config.diagnostics else None)
+    report = stage("6/6 report", _report, config, world, metrics, rl, sft, timings, guided, diag)
     total = round(time.perf_counter() - start, 1)
     console.rule("[bold green]done")
     console.print(Path(report["markdown"]).read_text())
@@ -85,6 +78,7 @@ def run_demo_seeds(config: DemoConfig, seeds: int, console: Console | None = Non
     over seeds, with each seed's own table kept. Returns the combined report folder."""
     from dataclasses import replace
 
+    from mmboundary.demo.guided import guided_report
     from mmboundary.evaluation.report import write_report
     from mmboundary.shapesworld import read_split
 
@@ -94,27 +88,49 @@ def run_demo_seeds(config: DemoConfig, seeds: int, console: Console | None = Non
         return run_demo(config, console)
     console = console or Console()
     files: list[str] = []  # metrics folders, one per seed
+    guided: list[dict[str, Any]] = []  # each seed's guided stage
     for k in range(seeds):
         seed = config.seed + k
         console.rule(f"[bold]seed {seed} ({k + 1}/{seeds})")
         one = replace(config, seed=seed, out_dir=str(config.out / f"seed-{seed}"))
         run_demo(one, console)
         files.append(str(one.out / "metrics"))  # a folder: its evaluation results
+        if config.guided:
+            guided.append(_guided_info(one))
     folder = config.out / "report"
+    tables, figures = guided_report(guided, folder) if guided else ([], {})
     first = json.loads((config.out / f"seed-{config.seed}" / "world" / "done.json").read_text())
     paths = write_report(files, folder, title=f"MMBoundary demo on ShapesWorld, {seeds} seeds "
                          f"(mean +- sd)", notes={"seeds": [config.seed + k for k in range(seeds)],
                                                  "config": config.to_dict()}, published=False,
-                         samples=read_split(first[config.eval_split]))  # the viewer's first run
+                         samples=read_split(first[config.eval_split]),  # the viewer's first run
+                         tables=tables, figures=figures)
     console.rule("[bold green]all seeds done")
     console.print(Path(paths["markdown"]).read_text())
     console.print(f"Report over {seeds} seeds: {paths['html']}")
     return folder
 
 
+def _guided_info(config: DemoConfig) -> dict[str, Any]:
+    """A finished run's guided stage (its ``done.json``); an error naming it when missing."""
+    from mmboundary.demo.guided import guided_folder
+    from mmboundary.demo.stages import stage_done
+
+    info = stage_done(guided_folder(config))
+    if info is None:
+        raise ValueError(f"{guided_folder(config)}/done.json: the guided stage of this run did "
+                         "not finish (DemoConfig.guided is on)")
+    return info
+
+
 def _evaluate(config: DemoConfig, world: dict[str, Any], models: dict[str, str], vanilla: Path,
-              est: dict[str, Any], clip: Path) -> dict[str, Any]:
-    """Every system on ``config.eval_split``; the constant baselines fitted on validation."""
+              est: dict[str, Any], clip: Path,
+              guided: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every system on ``config.eval_split``; the constant baselines fitted on validation;
+    ``guided``: the guided stage's info, whose two guided rows are evaluated like the others
+    (a finished metrics stage without them is redone)."""
+    from mmboundary.demo.guided import guided_predictions, guided_settings, lacks_rows
+
     if config.eval_split not in ("test", "validation"):
         raise ValueError(f"DemoConfig.eval_split: expected 'test' or 'validation', got "
                          f"{config.eval_split!r}")
@@ -131,8 +147,14 @@ def _evaluate(config: DemoConfig, world: dict[str, Any], models: dict[str, str],
         rules = StepRules(RuleConfig(), similarity=default_similarity())
         constants = _validation_constants(config, world, vanilla, rules)
         samples = read_split(world[config.eval_split])
-        preds = system_predictions(config, samples, models, vanilla, est["calibrator"], clip,
+        # Internal C = the vanilla model's confidence with the warm-up's calibrator (fitted on
+        # its own train steps with the configured level rule): what the warm-up teaches
+        preds = system_predictions(config, samples, models, vanilla, est["warmup_calibrator"], clip,
                                    constants, rules, split=config.eval_split)
+        if guided is not None:
+            from mmboundary.text import default_parser
+
+            preds.update(guided_predictions(guided, default_parser()))
         files = {}
         label = f"ShapesWorld ({config.eval_split})"
         for name, responses in preds.items():
@@ -142,9 +164,10 @@ def _evaluate(config: DemoConfig, world: dict[str, Any], models: dict[str, str],
             path = folder / f"{slug(name)}.json"
             write_json_atomic(path, result.to_dict())
             files[name] = str(path)
-        return {"files": files, "constants": constants}
+        return {"files": files, "constants": constants,
+                **({"guided": guided_settings(guided)} if guided is not None else {})}
 
-    return cached_stage(folder, config.fresh, run)
+    return cached_stage(folder, config.fresh or lacks_rows(folder, guided), run)
 
 
 def _validation_constants(config: DemoConfig, world: dict[str, Any], vanilla: Path,
@@ -169,23 +192,31 @@ def _validation_constants(config: DemoConfig, world: dict[str, Any], vanilla: Pa
 
 
 def _report(config: DemoConfig, world: dict[str, Any], metrics: dict[str, Any],
-            rl: dict[str, Any], sft: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+            rl: dict[str, Any], sft: dict[str, Any], timings: dict[str, float],
+            guided: dict[str, Any] | None = None,
+            diag: dict[str, Any] | None = None) -> dict[str, Any]:
+    from mmboundary.demo.guided import guided_report
     from mmboundary.evaluation.report import write_report
     from mmboundary.shapesworld import read_split
 
     folder = config.out / "report"
+    tables, figures = guided_report([guided], folder) if guided is not None else ([], {})
+    diag_tables, diag_figures = report_parts(diag, Path(rl["model"]).parent / "heldout_log.jsonl")
     notes = {"seed": config.seed, "split": config.eval_split,
              "constants (fitted on validation)": metrics.get("constants"),
              "config": config.to_dict(), "stage_seconds": timings,
              "rl_rewards": rl.get("rewards"), "sft": {k: sft.get(k) for k in ("records", "levels",
-                                                                              "loss")}}
+                                                                              "loss")},
+             "guided (chosen on validation)": metrics.get("guided")}
     curve = _reward_curve_png(Path(rl["model"]).parent / "reward_log.jsonl")
     (folder / "rl_rewards.png").parent.mkdir(parents=True, exist_ok=True)
     (folder / "rl_rewards.png").write_bytes(curve)
     paths = write_report(list(metrics["files"].values()), folder, title="MMBoundary demo on "
                          "ShapesWorld", notes=notes, published=False,
-                         figures={"RL training: mean reward per GRPO step": curve},
-                         samples=read_split(world[config.eval_split]))
+                         figures={"RL training: mean reward per GRPO step": curve, **figures,
+                                  **diag_figures},
+                         samples=read_split(world[config.eval_split]),
+                         tables=tables + diag_tables)
     return {"dir": str(folder), **{k: str(v) for k, v in paths.items()}}
 
 

@@ -89,19 +89,34 @@ def vanilla_estimates(config: DemoConfig, world: dict[str, Any], vanilla: Path,
 
 
 def calibrator_variant(name: str, config: DemoConfig) -> Any:
-    """The calibrator of the full method or of an estimation ablation (``w_max``, ``wo_<est>``)."""
-    from mmboundary.confidence import ConfidenceCalibrator
+    """The calibrator of the full method or of an estimation ablation (``w_max``, ``wo_<est>``),
+    unfitted, with the configured level rule."""
+    from mmboundary.confidence import ConfidenceCalibrator, LevelCuts
     from mmboundary.confidence.fusion import Fusion
 
-    estimators = tuple(config.estimators)
+    estimators, levels = tuple(config.estimators), LevelCuts(rule=config.level_rule)
     if name.startswith("wo_") and name[3:] in estimators:
-        return ConfidenceCalibrator(estimators=tuple(e for e in estimators if e != name[3:]))
+        return ConfidenceCalibrator(estimators=tuple(e for e in estimators if e != name[3:]),
+                                    levels=levels)
     if name == "w_max":
-        return ConfidenceCalibrator(estimators=estimators, fusion=Fusion("max"))
-    if name == "mmboundary":
-        return ConfidenceCalibrator(estimators=estimators)
+        return ConfidenceCalibrator(estimators=estimators, fusion=Fusion("max"), levels=levels)
+    if name in ("mmboundary", "wo_ssmap"):  # w/o S-S mapping changes the statements only
+        return ConfidenceCalibrator(estimators=estimators, levels=levels)
     raise ValueError(f"unknown calibrator variant {name!r}: expected mmboundary, w_max or "
                      f"wo_<estimator> with an estimator of {estimators}")
+
+
+def step_rules() -> Any:
+    """The one rule set the demo judges with (evaluation, constants, level labels)."""
+    from mmboundary.judging.rules import RuleConfig, StepRules
+    from mmboundary.models.similarity import default_similarity
+
+    return StepRules(RuleConfig(), similarity=default_similarity())
+
+
+def label_steps(samples: Any, responses: Any) -> list[list[float | None]]:
+    """Each step's correctness against its sample's reference (the accuracy level rule's labels)."""
+    return step_rules().step_labels(samples, [r.steps for r in responses])
 
 
 def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any], vanilla: Path,
@@ -119,8 +134,15 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
 
         responses = read_responses(estimates["estimates"])
         ok = [r for r in responses if not failed(r)]
+        labels = None
+        if config.level_rule == "accuracy":
+            from mmboundary.shapesworld.scenes import read_split
+
+            by_id = {s.id: s for s in read_split(world["train"])}
+            labels = [y for chain in label_steps([by_id[r.sample_id] for r in ok], ok)
+                      for y in chain]
         calibrator = calibrator_variant(variant, config).fit(
-            [s.raw_scores for r in ok for s in r.steps])
+            [s.raw_scores for r in ok for s in r.steps], labels)
         InternalConfidenceScorer(None, calibrator).calibrate(ok)  # raw scores are in the file
         leveled = folder / "estimates.jsonl"
         write_jsonl_atomic(leveled, [r.model_dump(mode="json") for r in ok])
@@ -129,7 +151,9 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
 
         bank = (default_bank().subset(config.statements_per_level)
                 if config.statements_per_level else None)
+        mode = "numeric" if variant == "wo_ssmap" else "statement"
         data_dir, summary, _ = build_sft(leveled, world["train"], folder / "data", seed=config.seed,
+                                         mode=mode,
                                          bank=bank)
         sft = SFTConfig.from_dict({"preset": "tiny-cpu"}, model=str(vanilla),
                                   dataset=str(data_dir), output_dir=str(folder / "run"),
@@ -151,19 +175,20 @@ def _loss_curve(path: Path) -> dict[str, float]:
 
 
 def start_model_calibrator(config: DemoConfig, world: dict[str, Any], start_model: str,
-                           clip: Path, path: Path) -> dict[str, Any]:
+                           clip: Path, path: Path, variant: str = "mmboundary") -> dict[str, Any]:
     """The calibrator of the model that scores R_CS's i_t (METHOD.md section 6).
 
     The RL start model answers the first ``rl_calibrator_samples`` train questions (0 =
     ``n_rl``, the RL prompts) greedily, the one ``InternalConfidenceScorer`` scores the content
     of its steps, and the calibrator (the full method's estimators, normalisers, fusion and
-    level rule) is fitted on those steps and saved to ``path``. Returns its path and the level
-    counts of the fitted steps."""
-    from mmboundary.confidence import ConfidenceCalibrator, InternalConfidenceScorer
+    level rule; a warm-up ``variant``'s estimators and fusion) is fitted on those steps and saved
+    to ``path``. Returns its path and the level counts of the fitted steps."""
+    from mmboundary.confidence import InternalConfidenceScorer
     from mmboundary.models.clip import ClipScorer
     from mmboundary.models.similarity import default_similarity
     from mmboundary.models.vlm import VLM
     from mmboundary.shapesworld.scenes import read_split
+    from mmboundary.text.statement_parser import default_parser
 
     if config.rl_calibrator_samples < 0:
         raise ValueError(f"DemoConfig.rl_calibrator_samples: expected >= 0 (0 = n_rl), got "
@@ -171,18 +196,26 @@ def start_model_calibrator(config: DemoConfig, world: dict[str, Any], start_mode
     samples = read_split(world["train"])[: config.rl_calibrator_samples or config.n_rl]
     scorer = InternalConfidenceScorer(
         VLM.from_pretrained(start_model, device="cpu", dtype="float32"),
-        ConfidenceCalibrator(estimators=tuple(config.estimators)),
+        calibrator_variant(variant, config),
         similarity=default_similarity(), clip=ClipScorer.from_pretrained(clip, device="cpu"),
-        batch_size=config.batch_size)
-    calibrator = scorer.fit_calibrator(samples, max_new_tokens=config.max_new_tokens)
+        batch_size=config.batch_size,
+        parser=default_parser("numeric" if variant == "wo_ssmap" else "statement"))
+    calibrator = scorer.fit_calibrator(
+        samples, max_new_tokens=config.max_new_tokens,
+        label_steps=label_steps if config.level_rule == "accuracy" else None)
     calibrator.save(path)
     return {"calibrator": str(path), "samples": len(samples),
             "failed": len(scorer.errors), "levels": calibrator.levels_.counts_}
 
 
 def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calibrator: str,
-              clip: Path, name: str = "rl") -> dict[str, Any]:
+              clip: Path, name: str = "rl", rl_ablation: str | None = None,
+              variant: str = "mmboundary") -> dict[str, Any]:
     """Stage 2: GRPO with R_KA + R_EC + R_CS from ``start_model`` (i_t by the frozen start).
+
+    ``rl_ablation``: ``RLConfig.ablation`` (``wo_ka``, ``wo_ec``, ``wo_cs``: that reward's weight
+    0); ``variant``: the warm-up variant the start model comes from (its estimators score
+    i_t; ``wo_ssmap`` states numbers).
 
     i_t's calibrator: with ``config.rl_calibrator == "start_model"`` (default) one fitted on the
     start model's own steps (``start_model_calibrator``); with ``"given"`` the ``calibrator``
@@ -199,7 +232,7 @@ def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calib
         fitted = None
         if config.rl_calibrator == "start_model":
             fitted = start_model_calibrator(config, world, start_model, clip,
-                                            folder / "calibrator.json")
+                                            folder / "calibrator.json", variant)
         rl = RLConfig(model=start_model, output_dir=str(folder / "run"),
                       train_file=world["train"], max_samples=config.n_rl,
                       calibrator=fitted["calibrator"] if fitted else calibrator,
@@ -209,8 +242,14 @@ def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calib
                       temperature=config.rl_temperature,
                       max_steps=config.rl_steps, max_completion_length=config.max_new_tokens,
                       use_lora=False, seed=config.seed, use_cpu=True, bf16=False,
-                      internal_batch_size=config.batch_size)
-        model = train_rl(rl)
+                      internal_batch_size=config.batch_size, eval_every=config.rl_eval_every,
+                      eval_file=world["validation"], eval_samples=config.rl_eval_samples,
+                      eval_batch_size=config.batch_size,
+                      statement_mode="numeric" if variant == "wo_ssmap" else "statement",
+                      ablation=rl_ablation)
+        from mmboundary.evaluation.heldout import heldout_metrics
+
+        model = train_rl(rl, heldout_metrics=heldout_metrics)
         summary = json.loads((folder / "run" / "rl_summary.json").read_text())
         return {"model": str(model), "rewards": summary, "calibrator": rl.calibrator,
                 "calibrator_fit": fitted}

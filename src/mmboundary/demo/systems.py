@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mmboundary.data.schema import Response, Sample
+from mmboundary.demo.ablations import statement_mode
 from mmboundary.demo.config import DemoConfig
 
 #: display name -> ``baseline_runs.METHODS`` entry, in report order
@@ -76,7 +77,9 @@ def system_predictions(config: DemoConfig, samples: list[Sample], models: dict[s
             preds[name.format(k=config.sc_samples)] = runner.run(method, **resources)
     for name, model in models.items():
         greedy = _runner(model, samples, config, folder / slug(name)).greedy()
-        preds[name] = verbal_confidence(greedy, resources["parser"])
+        parser = (resources["parser"] if statement_mode(name) == "statement"
+                  else default_parser("numeric"))
+        preds[name] = verbal_confidence(greedy, parser)
     return preds
 
 

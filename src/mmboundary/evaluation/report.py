@@ -151,11 +151,12 @@ def _png_figure(caption: str, data: bytes, label: str = "") -> str:
 def render_html(groups: Groups, title: str, pngs: dict[str, bytes],
                 notes: dict[str, Any] | None = None, published: bool = True,
                 figures: dict[str, bytes] | None = None,
-                samples: Sequence[Sample] | None = None) -> str:
-    """One self-contained page: result tables, per step type, unavailable metrics, per-run tables,
-    extra ``figures`` (title -> PNG, e.g. training curves), the step viewer, reliability diagrams,
-    the published block, notes."""
-    extra = [t for t in [breakdown_table(groups)] if t is not None]
+                samples: Sequence[Sample] | None = None,
+                tables: Sequence[Table] | None = None) -> str:
+    """One self-contained page: result tables, per step type, extra ``tables`` (e.g. the demo's
+    guided decoding), unavailable metrics, per-run tables, extra ``figures`` (title -> PNG, e.g.
+    training curves), the step viewer, reliability diagrams, the published block, notes."""
+    extra = [t for t in [breakdown_table(groups)] if t is not None] + list(tables or [])
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
              "<h2>Results (computed here)</h2>", _html_tables(main_tables(groups) + extra)]
@@ -232,13 +233,15 @@ def write_report(metrics_files: Sequence[str | Path], out_dir: str | Path,
                  title: str = "MMBoundary evaluation", notes: dict[str, Any] | None = None,
                  published: bool = True, figures: dict[str, bytes] | None = None, *,
                  samples: Sequence[Sample] | None = None, readme: str | Path | None = None,
-                 command: str | None = None) -> dict[str, Path]:
+                 command: str | None = None,
+                 tables: Sequence[Table] | None = None) -> dict[str, Path]:
     """Write ``table.md``, ``table.csv``, ``reliability_<system>_<dataset>[_<run>].png`` and
     ``report.html`` into ``out_dir``; return their paths (``dir``, ``markdown``, ``csv``, ``html``,
     and ``readme`` when given).
 
     ``metrics_files``: results or folders of them; a (system, dataset) pair found more than once
-    is shown as mean ± sd over its runs. ``figures``: extra PNGs (title -> bytes). ``samples``:
+    is shown as mean ± sd over its runs. ``figures``: extra PNGs (title -> bytes); ``tables``:
+    extra tables, after the main ones in ``table.md`` and the page (not in the CSV). ``samples``:
     the dataset's samples, for the step viewer's questions and thumbnails. ``readme``: a file
     whose text between ``README_START`` and ``README_END`` becomes the main tables and
     ``command`` (default: a ``mmboundary report`` line from these arguments); checked before
@@ -252,8 +255,9 @@ def write_report(metrics_files: Sequence[str | Path], out_dir: str | Path,
     groups = group_runs([r for _, r in loaded], [p for p, _ in loaded])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = main_tables(groups) + [t for t in [breakdown_table(groups)] if t is not None]
-    markdown = tables_markdown(tables + per_run_tables(groups), unavailable_lines(groups))
+    shown = (main_tables(groups) + [t for t in [breakdown_table(groups)] if t is not None]
+             + list(tables or []))
+    markdown = tables_markdown(shown + per_run_tables(groups), unavailable_lines(groups))
     if published:
         markdown += f"\n**{PUBLISHED_TITLE}**\n\n" + to_markdown(*published_table())
     (out / "table.md").write_text(markdown)
@@ -266,7 +270,7 @@ def write_report(metrics_files: Sequence[str | Path], out_dir: str | Path,
                             + ([_slug(run.label)] if run.label else []))
             pngs[name] = reliability_png(run.result)
             (out / f"{name}.png").write_bytes(pngs[name])
-    page = render_html(groups, title, pngs, notes, published, figures, samples)
+    page = render_html(groups, title, pngs, notes, published, figures, samples, tables)
     (out / "report.html").write_text(page)
     paths = {"dir": out, "markdown": out / "table.md", "csv": out / "table.csv",
              "html": out / "report.html"}

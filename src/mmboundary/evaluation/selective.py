@@ -13,7 +13,9 @@ tokens for accuracy. Pure functions over per-question correctness (``correct[i]`
   the curve's area);
 - tokens per question (``meta["tokens_generated"]``: discarded alternatives included).
 
-``risk_coverage_png`` and ``accuracy_tokens_png`` draw them (PNG bytes a report can embed).
+``risk_coverage_png`` and ``accuracy_tokens_png`` draw them (PNG bytes a report can embed) for
+one system and one run; ``risk_coverage_series_png`` and ``accuracy_tokens_series_png`` for
+several systems, their points (``PlotPoint``) averaged over runs (``mean_points``, sd bars).
 """
 
 from __future__ import annotations
@@ -235,3 +237,75 @@ def accuracy_tokens_png(runs: Sequence[GuidedSummary], baseline: GuidedSummary |
            title=title or "accuracy vs compute (resampling)")
     ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
+
+
+# ------------------------------------------------------- several systems, several runs (seeds)
+@dataclass(frozen=True)
+class PlotPoint:
+    """One labelled operating point (e.g. "plain", "L3 K2", "L>=2") of one system: ``x``, ``y``
+    and their sample sd over runs (seeds; 0 for one run), from ``n`` runs."""
+
+    label: str
+    x: float
+    y: float
+    x_sd: float = 0.0
+    y_sd: float = 0.0
+    n: int = 1
+
+
+def mean_points(runs: Sequence[Sequence[PlotPoint]]) -> list[PlotPoint]:
+    """The points of several runs of one system merged by ``label`` (first-seen order): mean and
+    sample sd (ddof=1, ``intervals.mean_sd``) of x and y over the runs that have the label.
+
+    >>> [(p.label, p.x, p.y, p.n) for p in mean_points([[PlotPoint("a", 1, .5)],
+    ...                                                  [PlotPoint("a", 3, .7)]])]
+    [('a', 2.0, 0.6, 2)]
+    """
+    from mmboundary.evaluation.intervals import mean_sd
+
+    by_label: dict[str, list[PlotPoint]] = {}
+    for run in runs:
+        for point in run:
+            by_label.setdefault(point.label, []).append(point)
+    out = []
+    for label, points in by_label.items():
+        x, y = mean_sd([p.x for p in points]), mean_sd([p.y for p in points])
+        assert x is not None and y is not None  # every point has both
+        out.append(PlotPoint(label, x[0], y[0], x[1], y[1], len(points)))
+    return out
+
+
+def _series_png(series: dict[str, Sequence[PlotPoint]], xlabel: str, ylabel: str, title: str,
+                xlim: tuple[float, float] | None = None) -> bytes:
+    """One colour per series: its points joined in order, +-sd error bars, each labelled."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    for i, (name, points) in enumerate(series.items()):
+        ax.errorbar([p.x for p in points], [p.y for p in points],
+                    xerr=[p.x_sd for p in points], yerr=[p.y_sd for p in points], fmt="o-",
+                    color=f"C{i}", capsize=3, label=name)
+        for j, p in enumerate(points):  # labels alternate above / below: near points stay legible
+            ax.annotate(p.label, (p.x, p.y), textcoords="offset points",
+                        xytext=(4, 4 if j % 2 == 0 else -11), fontsize=7, color=f"C{i}")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def accuracy_tokens_series_png(series: dict[str, Sequence[PlotPoint]], title: str = "") -> bytes:
+    """Accuracy (y) against mean tokens generated per question (x, discarded alternatives
+    included) for several systems, each a line through its points (e.g. plain -> guided); error
+    bars = sd over runs. ``accuracy_tokens_png`` is the one-system, one-run grid view."""
+    return _series_png(series, "tokens generated per question", "accuracy",
+                       title or "accuracy vs compute")
+
+
+def risk_coverage_series_png(series: dict[str, Sequence[PlotPoint]], title: str = "") -> bytes:
+    """Selective risk (y) against coverage (x) for several systems (x = coverage, y = risk of
+    each ``PlotPoint``); error bars = sd over runs. ``risk_coverage_png`` is the one-run view
+    with explicit abstention runs."""
+    return _series_png(series, "coverage (share answered)", "selective risk",
+                       title or "risk vs coverage", xlim=(0, 1.05))

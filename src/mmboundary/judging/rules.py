@@ -257,6 +257,14 @@ class StepRules:
         self._judge_steps(samples, texts, out)
         return out
 
+    def step_labels(self, samples: Sequence[Sample],
+                    steps: Sequence[Sequence[Step] | Sequence[str]]) -> list[list[float | None]]:
+        """Per step of each chain: 1.0 / 0.0 when aligned to a reference step and judged, None
+        when unaligned or unknown (MECE's population): the labels a level rule fitted to step
+        accuracy (``confidence.LevelCuts(rule="accuracy")``) learns from."""
+        return [[None if j.ref_index is None or j.correct is None else float(j.correct)
+                 for j in chain.steps] for chain in self.judge_chains(samples, steps)]
+
     def _judge_steps(self, samples: Sequence[Sample], texts: list[list[str]],
                      out: list[ChainJudgement]) -> None:
         refs = [list(s.reference.steps) if s.reference is not None else [] for s in samples]

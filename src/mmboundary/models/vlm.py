@@ -29,6 +29,7 @@ from mmboundary.data.schema import Sample, TokenStats
 from mmboundary.models.prompts import build_messages, question_prompt
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from PIL import Image
 
@@ -323,14 +324,52 @@ class VLM:
         """Teacher-forced statistics of each response after its prompt + image (one forward
         pass per batch). The response is tokenised on its own (no special tokens), so tokens and
         offsets cover exactly the response text."""
+        ids, offsets = self._tokenize_responses(responses, "score")
+        return self._score(prompts, images, ids, offsets, batch_size)
+
+    def _tokenize_responses(self, responses: list[str], caller: str
+                            ) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
         ids, offsets = [], []
         for i, response in enumerate(responses):
             if not response:
-                raise ValueError(f"VLM.score: response {i} is empty; nothing to score")
+                raise ValueError(f"VLM.{caller}: response {i} is empty; nothing to score")
             enc = self.tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
             ids.append(list(enc["input_ids"]))
             offsets.append([(int(s), int(e)) for s, e in enc["offset_mapping"]])
-        return self._score(prompts, images, ids, offsets, batch_size)
+        return ids, offsets
+
+    def hidden_states(
+        self, prompts: list[str | Sample], images: list[Image.Image], responses: list[str],
+        batch_size: int = 8,
+    ) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
+        """Teacher-forced last-layer hidden state at every response token (one forward pass per
+        batch, tokenised as in ``score``): per response a float32 array ``[n_tokens, hidden]``
+        and the tokens' offsets in the response text. Row i is the state after reading token i,
+        the vector the output layer reads (the input of ``get_output_embeddings()``, after the
+        final norm), from which token i + 1 is predicted."""
+        import numpy as np
+        import torch
+
+        ids, offsets = self._tokenize_responses(responses, "hidden_states")
+        prompts = self._prompts(prompts)
+        captured: list[torch.Tensor] = []
+        hook = self.model.get_output_embeddings().register_forward_pre_hook(
+            lambda module, args: captured.append(args[0].detach()))
+        results = []
+        try:
+            for start in range(0, len(prompts), batch_size):
+                batch = slice(start, start + batch_size)
+                inputs, keep = _append_responses(self._encode(prompts[batch], images[batch]),
+                                                 ids[batch], self.tokenizer.pad_token_id)
+                captured.clear()
+                with torch.inference_mode():
+                    self.model(**inputs, logits_to_keep=keep)
+                states = captured[-1].float().cpu()  # [batch, keep, hidden]
+                for row, r_ids in enumerate(ids[batch]):
+                    results.append(np.asarray(states[row, keep - len(r_ids):keep].numpy()))
+        finally:
+            hook.remove()
+        return list(zip(results, offsets, strict=True))
 
     def score_ids(
         self, prompts: list[str | Sample], images: list[Image.Image], response_ids: list[list[int]],

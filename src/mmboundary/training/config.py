@@ -22,7 +22,11 @@ class SFTConfig(ConfigBase):
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # filled below: SFT_PRESETS
     RENAMED: ClassVar[dict[str, str]] = {
         "lora_targets": "lora_target_modules", "num_epochs": "num_train_epochs",
-        "per_device_batch_size": "per_device_train_batch_size", "merge": "merge_lora"}
+        "per_device_batch_size": "per_device_train_batch_size", "merge": "merge_lora",
+        "precision": "bf16 / fp16 (TRL's flags: auto = bf16: null, bf16 = bf16: true, fp16 = "
+                     "fp16: true, fp32 = bf16: false)",
+        "device": "use_cpu (TRL's flag: cpu = use_cpu: true, cuda = use_cpu: false, auto = "
+                  "use_cpu: null)"}
 
     model: str = ""
     """Path of the vanilla model folder (the model whose own responses make the dataset)."""
@@ -67,10 +71,13 @@ class SFTConfig(ConfigBase):
     """Loss on the assistant turn only: ``completion`` = messages split into prompt/completion and
     TRL's completion-only masking (works with any chat template); ``assistant`` = TRL's
     ``assistant_only_loss`` (needs a template with generation markers)."""
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    """``auto``: bf16 on a GPU that supports it, fp32 on CPU."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """``cpu`` forces ``use_cpu=True``; ``auto`` uses a GPU when one is visible."""
+    bf16: bool | None = None
+    """bfloat16 training (TRL ``bf16``; None = on when the GPU supports it, off on CPU)."""
+    fp16: bool = False
+    """float16 mixed precision (TRL ``fp16``; GPUs without bfloat16)."""
+    use_cpu: bool | None = None
+    """Train on the CPU (TRL ``use_cpu``; None = when no CUDA device is visible; False with no
+    CUDA device is an error)."""
     gradient_checkpointing: bool = False
     """Trade compute for memory (useful for 7B models)."""
     merge_lora: bool = True
@@ -94,6 +101,10 @@ class SFTConfig(ConfigBase):
             raise ValueError(f"loss_on must be 'completion' or 'assistant', got {self.loss_on!r}")
         if self.batch_size < 1 or self.per_device_train_batch_size < 1:
             raise ValueError("SFTConfig: batch_size and per_device_train_batch_size must be >= 1")
+        if self.fp16 and self.bf16:
+            raise ValueError("SFTConfig: bf16 and fp16 are exclusive; set one")
+        if self.use_cpu and (self.fp16 or self.bf16):
+            raise ValueError("SFTConfig: use_cpu trains in float32; bf16 and fp16 need a GPU")
 
 
 SFT_PRESETS: dict[str, dict[str, Any]] = {
@@ -101,7 +112,7 @@ SFT_PRESETS: dict[str, dict[str, Any]] = {
     "paper-7b": {},
     # Offline tiny models on 2 CPU cores: full precision, small batches, a high LR so a ~1M
     # parameter random model learns the statement format in a few dozen steps.
-    "tiny-cpu": {"device": "cpu", "precision": "fp32", "batch_size": 8,
+    "tiny-cpu": {"use_cpu": True, "bf16": False, "batch_size": 8,
                  "per_device_train_batch_size": 8, "learning_rate": 3e-3, "lora_r": 16,
                  "lora_alpha": 32, "lora_dropout": 0.0, "warmup_ratio": 0.0,
                  "lr_scheduler": "constant", "max_length": 512, "logging_steps": 5,

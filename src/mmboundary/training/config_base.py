@@ -1,14 +1,18 @@
-"""One config base for the training stages (SFT and RL), TRL-style: a dataclass whose every field
-has a documented default, loaded from YAML or a mapping with validation on load.
+"""One config base for every run configuration (``SFTConfig``, ``RLConfig``, ``DemoConfig``),
+TRL-style: a dataclass whose every field has a documented default, loaded from YAML or a mapping
+with validation on load.
 
 - ``from_dict(raw, where=..., **overrides)``: a ``preset:`` key applies ``PRESETS[name]`` first,
   then the mapping, then the overrides that are not None; an unknown key is an error naming it
-  and the known ones; a key in ``RENAMED`` (an old name) is an error naming its new name;
-- ``from_yaml(path, **overrides)``, ``to_dict()``, ``to_yaml(path)`` (atomic write);
+  and the known ones; a key in ``RENAMED`` (an old name) is an error naming its new name; a YAML
+  list for a tuple field becomes a tuple; the dataclass's ``__post_init__`` then validates values;
+- ``from_yaml(path, **overrides)``, ``preset(name)``, ``to_dict()`` (tuples as lists, as YAML
+  writes them), ``to_yaml(path)`` (atomic write);
 - ``field_docs()``: each field's documentation (the string literal after it in the source), which
-  the CLI's ``--help`` and the YAML files' comments read.
+  the CLI's options (``cli/dataclass_options.py``: one option per field, its help this text) and
+  the YAML files' comments read.
 Field names follow TRL where TRL has one (``num_train_epochs``, ``per_device_train_batch_size``,
-``lora_target_modules``, ``merge_lora``).
+``lora_target_modules``, ``merge_lora``, ``bf16``, ``fp16``).
 """
 
 from __future__ import annotations
@@ -20,8 +24,15 @@ from typing import Any, ClassVar, TypeVar
 C = TypeVar("C", bound="ConfigBase")
 
 
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document of ``path`` (an empty file is ``{}``)."""
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
 class ConfigBase:
-    """Mixin for the training config dataclasses (see the module docstring)."""
+    """Mixin for the config dataclasses (see the module docstring)."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     RENAMED: ClassVar[dict[str, str]] = {}
@@ -43,23 +54,28 @@ class ConfigBase:
         if renamed:
             hint = ", ".join(f"{old} -> {new}" for old, new in sorted(renamed.items()))
             raise ValueError(f"{where}: renamed {cls.__name__} field(s) ({hint}): TRL's names")
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(values) - known)
+        known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"{where}: unknown {cls.__name__} field(s) {unknown}; known: "
                              f"{sorted(known)}")
+        for name, value in values.items():  # YAML has lists only
+            if isinstance(value, list) and isinstance(known[name].default, tuple):
+                values[name] = tuple(value)
         return cls(**values)
 
     @classmethod
     def from_yaml(cls: type[C], path: str | Path, **overrides: Any) -> C:
-        import yaml
+        return cls.from_dict(read_yaml(path), where=str(path), **overrides)
 
-        path = Path(path)
-        raw = yaml.safe_load(path.read_text()) or {}
-        return cls.from_dict(raw, where=str(path), **overrides)
+    @classmethod
+    def preset(cls: type[C], name: str) -> C:
+        """The config of preset ``name`` (its overrides over the dataclass defaults)."""
+        return cls.from_dict({"preset": name}, where=f"preset {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in asdict(self).items()}  # type: ignore[call-overload]
 
     def to_yaml(self, path: str | Path) -> Path:
         import yaml
@@ -76,8 +92,10 @@ class ConfigBase:
         """Each field's documentation (the string literal after it in the class source)."""
         import ast
         import inspect
+        import textwrap
 
-        body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
+        source = textwrap.dedent(inspect.getsource(cls))  # a class nested in a function too
+        body = ast.parse(source).body[0].body  # type: ignore[attr-defined]
         docs: dict[str, str] = {}
         for node, nxt in zip(body, body[1:], strict=False):
             if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(

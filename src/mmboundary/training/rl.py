@@ -9,7 +9,8 @@ Dataset rows: ``{"prompt": [user turn with the image], "image": PIL, "sample": S
 TRL hands ``sample`` and ``image`` to the rewards. The rewards share one ``StepAnalyzer``.
 Outputs in ``output_dir``: ``model/`` (merged, loads with ``VLM.from_pretrained``),
 ``adapter/`` (LoRA runs), ``reward_log.jsonl`` (one line per logging step: every reward's mean and
-std), ``rl_config.yaml`` and ``rl_summary.json`` (first vs last logged reward means).
+std), ``heldout_log.jsonl`` (with ``eval_every``: ``training.heldout``), ``rl_config.yaml`` and
+``rl_summary.json`` (first vs last logged reward means).
 """
 
 from __future__ import annotations
@@ -239,8 +240,12 @@ def _save_final(trainer: Any, processor: Any, config: RLConfig) -> Path:
     return target
 
 
-def train_rl(config: RLConfig) -> Path:
-    """Run stage 2 and return the folder of the trained model (see module docstring)."""
+def train_rl(config: RLConfig, heldout_metrics: Any = None) -> Path:
+    """Run stage 2 and return the folder of the trained model (see module docstring).
+
+    ``heldout_metrics``: with ``config.eval_every`` > 0, the evaluation metrics of the held-out
+    answers besides the rewards (``training.heldout.HeldoutMetrics``, e.g.
+    ``evaluation.heldout.heldout_metrics``)."""
     config.check_ready()
     from trl import GRPOTrainer
 
@@ -255,21 +260,28 @@ def train_rl(config: RLConfig) -> Path:
         config.to_yaml(out / "rl_config.yaml")
         log_path.unlink(missing_ok=True)
         (out / "saves.jsonl").unlink(missing_ok=True)
+        (out / "heldout_log.jsonl").unlink(missing_ok=True)
 
     samples = load_rl_samples(config)
     dataset = build_rl_dataset(samples, config.images_dir, config.instruction)
     dtype = "float32" if config.bf16 is False or _device() == "cpu" else "auto"
     policy = VLM.from_pretrained(config.model, device="cpu", dtype=dtype)
     similarity = load_similarity(config.similarity)
-    parser = StatementParser(similarity=similarity)
+    parser = StatementParser(similarity=similarity, mode=config.statement_mode)
     rules = StepRules(config.rules(), similarity=similarity)
     analyzer = StepAnalyzer(parse=parser.parse, rules=rules,
                             internal=_build_internal(config, policy, similarity, parser))
     funcs, weights = build_reward_functions(config, analyzer)
+    callbacks = [reward_log_callback(log_path)]
+    if config.eval_every > 0:  # held-out curves (training.heldout)
+        from mmboundary.training.heldout import heldout_evaluation
+
+        callbacks.append(heldout_evaluation(config, policy, analyzer, funcs,
+                                            out / "heldout_log.jsonl", heldout_metrics).callback())
     trainer = GRPOTrainer(model=policy.model, reward_funcs=funcs,
                           args=grpo_args(config, weights), train_dataset=dataset,
                           processing_class=policy.processor, peft_config=_peft_config(config, policy.model),
-                          callbacks=[reward_log_callback(log_path)])
+                          callbacks=callbacks)
     logger.info("RL: %d samples, rewards %s, weights %s", len(samples),
                 [f.func.__name__ for f in funcs], weights)
     trainer.train()

@@ -52,6 +52,9 @@ class RLConfig(ConfigBase):
     """Weight of R_EC (expected calibration); 0 = ablation w/o R_EC."""
     gamma: float = 1.0
     """Weight of R_CS (confidence self-calibration); 0 = ablation w/o R_CS."""
+    statement_mode: Literal["statement", "numeric"] = "statement"
+    """How the policy states confidence: bank statements, or "(confidence 0.7)" (the ablation
+    w/o S-S mapping); the parser of e_t and of the content i_t scores."""
     format_weight: float = 0.0
     """Weight of the format reward (statement share + answer step) (ours); 0 = off."""
     judge: str = "auto"
@@ -125,6 +128,20 @@ class RLConfig(ConfigBase):
     save_steps: int = 0
     """Intermediate checkpoints every N steps (0 = only the final model)."""
 
+    # --- held-out curves (training.heldout; not TRL's eval_steps, which scores sampled
+    # rollouts of an eval dataset) -----------------------------------------------------------
+    eval_every: int = 0
+    """Every N optimizer steps (and before the first and after the last) the policy answers
+    ``eval_file``'s questions greedily; mean R_KA, R_EC, R_CS (the training rewards) and, where
+    the caller gives them, evaluation metrics (Acc, MECE, step AUROC) go to
+    ``heldout_log.jsonl`` (0 = off)."""
+    eval_file: str | None = None
+    """Held-out samples (any format ``train_file`` takes), e.g. a validation split."""
+    eval_samples: int = 64
+    """Use the first N held-out samples (0 = all)."""
+    eval_batch_size: int = 16
+    """Questions per greedy generation batch of the held-out evaluation."""
+
     # --- LoRA --------------------------------------------------------------------------------
     use_lora: bool = True
     """LoRA adapters (peft) on the language model; False = full fine-tuning."""
@@ -153,7 +170,8 @@ class RLConfig(ConfigBase):
     report_to: list[str] = field(default_factory=list)
     """Trackers ("wandb", "tensorboard", "trackio"); none by default."""
     ablation: str | None = None
-    """One of ``ABLATIONS`` (a label, and for wo_* the weight it zeroes); None = full method."""
+    """One of ``ABLATIONS``: wo_ka, wo_ec, wo_cs (zero that reward's weight) or drl (a label: RL
+    from the vanilla model, given as ``model``); None = full method."""
 
     def __post_init__(self) -> None:
         if self.ablation is not None:
@@ -166,9 +184,16 @@ class RLConfig(ConfigBase):
         if self.internal_from not in ("warmup", "policy"):
             raise ValueError(f"RLConfig.internal_from: expected 'warmup' or 'policy', got "
                              f"{self.internal_from!r}")
+        if self.statement_mode not in ("statement", "numeric"):
+            raise ValueError(f"RLConfig.statement_mode: expected 'statement' or 'numeric', got "
+                             f"{self.statement_mode!r}")
         if self.internal_scale not in ("level", "raw"):
             raise ValueError(f"RLConfig.internal_scale: expected 'level' or 'raw', got "
                              f"{self.internal_scale!r}")
+        if self.eval_every < 0 or self.eval_samples < 0 or self.eval_batch_size < 1:
+            raise ValueError(f"RLConfig: eval_every and eval_samples must be >= 0 and "
+                             f"eval_batch_size >= 1, got {self.eval_every}, "
+                             f"{self.eval_samples}, {self.eval_batch_size}")
         if self.num_generations < 2:
             raise ValueError(f"RLConfig.num_generations: GRPO needs >= 2 per group, got "
                              f"{self.num_generations}")
@@ -186,6 +211,9 @@ class RLConfig(ConfigBase):
         if self.train_file is None:
             raise ValueError("RLConfig.train_file: give the training samples (e.g. a ShapesWorld "
                              "split from `mmboundary world make`)")
+        if self.eval_every > 0 and (self.eval_file is None or not Path(self.eval_file).is_file()):
+            raise FileNotFoundError(f"RLConfig.eval_file: eval_every={self.eval_every} needs a "
+                                    f"held-out sample file, got {self.eval_file!r}")
         if self.gamma > 0 and self.calibrator is None:
             raise ValueError("RLConfig.calibrator: R_CS (gamma > 0) needs the fitted confidence "
                              "calibrator JSON of the warm-up model (`mmboundary estimate` writes "

@@ -52,22 +52,22 @@ def _lora_config(config: SFTConfig, model: Any) -> Any:
 
 
 def _precision(config: SFTConfig, on_gpu: bool) -> tuple[bool, bool]:
-    """(bf16, fp16) flags for the trainer."""
+    """(bf16, fp16) flags for the trainer (``bf16=None``: on a GPU that supports it)."""
     import torch
 
-    if config.precision == "auto":
-        bf16 = on_gpu and torch.cuda.is_bf16_supported()
-        return bf16, False
-    return config.precision == "bf16", config.precision == "fp16"
+    if config.bf16 is None:
+        bf16 = on_gpu and not config.fp16 and torch.cuda.is_bf16_supported()
+        return bf16, config.fp16
+    return config.bf16, config.fp16
 
 
 def _on_gpu(config: SFTConfig) -> bool:
     import torch
 
-    if config.device == "cpu":
+    if config.use_cpu:
         return False
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("SFTConfig.device='cuda' but no CUDA device is visible")
+    if config.use_cpu is False and not torch.cuda.is_available():
+        raise RuntimeError("SFTConfig.use_cpu=False but no CUDA device is visible")
     return torch.cuda.is_available()
 
 
