@@ -202,3 +202,39 @@ def test_cli_estimate(env, tmp_path):
 def test_existing_output_path_is_reported(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_responses(Path(tmp_path) / "missing.jsonl")
+
+
+def test_cli_estimate_fits_levels_to_step_accuracy(env, tmp_path):
+    """--level-rule accuracy: the steps are judged against --data's references by the one rule
+    set, and every level holds steps right about as often as its value says."""
+    from typer.testing import CliRunner
+
+    from mmboundary.cli import app
+    from mmboundary.judging.rules import RuleConfig, StepRules
+
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text("".join(json.dumps({"sample_id": k, "text": v}) + "\n"
+                                 for k, v in env["responses"].items()))
+    out = tmp_path / "accuracy.jsonl"
+    args = ["estimate", "--model", str(env["model_dir"]), "--data", str(env["data"]),
+            "--dataset", "shapes", "--out", str(out), "--responses", str(responses),
+            "--estimators", "lnlp,mte", "--level-rule", "accuracy", "--device", "cpu",
+            "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = [Response.model_validate_json(x) for x in out.read_text().splitlines()]
+    by_id = {s.id: s for s in env["samples"]}
+    labels = StepRules(RuleConfig()).step_labels([by_id[r.sample_id] for r in lines],
+                                                 [r.steps for r in lines])
+    pairs = [(s.level, y) for r, chain in zip(lines, labels, strict=True)
+             for s, y in zip(r.steps, chain, strict=True) if y is not None and s.level]
+    levels = json.loads(calibrator_path_for(out).read_text())["levels"]
+    assert levels["rule"] == "accuracy" and pairs
+    for k in range(1, 6):  # the recorded accuracy is the labelled steps' at that level
+        at = [y for level, y in pairs if level == k]
+        assert levels["accuracy"][str(k)] == (pytest.approx(sum(at) / len(at)) if at else None)
+        if at:
+            assert (k - 1) / 5 - 1e-9 <= sum(at) / len(at) <= k / 5 + 1e-9
+    merged = CliRunner().invoke(app, ["estimate", "merge", str(tmp_path / "m.jsonl"), str(out),
+                                      "--estimators", "lnlp,mte", "--level-rule", "accuracy"])
+    assert merged.exit_code != 0 and "needs --data" in merged.output

@@ -26,7 +26,7 @@ from mmboundary.cli.common import (
     report_failure,
 )
 from mmboundary.cli.dataclass_options import library_default as default
-from mmboundary.confidence.fusion import Fusion
+from mmboundary.confidence.fusion import Fusion, LevelCuts
 from mmboundary.confidence.normalize import ConfidenceCalibrator
 from mmboundary.confidence.pipeline import EstimateConfig, estimate_dataset
 from mmboundary.models.similarity import load_similarity
@@ -35,6 +35,10 @@ from mmboundary.models.vlm import VLM
 ALL_ESTIMATORS = ",".join(default(EstimateConfig, "estimators"))
 FUSION = default(Fusion, "method")
 NORMALIZER = default(ConfidenceCalibrator, "normalizer")
+LEVEL_RULE = default(LevelCuts, "rule")
+LEVEL_RULE_HELP = ("How C is cut into 5 levels: quantile (the distribution's shape), sigma "
+                   "(mean +- k sd) or accuracy (fitted to step correctness against --data's "
+                   "reference chains: a level's value is how often its steps are right).")
 ESTIMATORS_HELP = "Comma-separated estimators: lnlp, mte, tokensar, clips (default: all four)."
 FUSION_HELP = "Fusion of the normalised estimators: mean (weighted mean, paper) or max ('w U_Max')."
 
@@ -50,12 +54,34 @@ def _parse_estimators(text: str) -> tuple[str, ...]:
     return names
 
 
-def _template(estimators: tuple[str, ...], fusion: str, normalizer: str) -> Any:
+def _template(estimators: tuple[str, ...], fusion: str, normalizer: str,
+              level_rule: str = LEVEL_RULE) -> Any:
     try:
         return ConfidenceCalibrator(estimators=estimators, normalizer=normalizer,
-                                    fusion=Fusion(method=fusion))
+                                    fusion=Fusion(method=fusion),
+                                    levels=LevelCuts(rule=level_rule))
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
+
+
+def _labeller(samples: Any, level_rule: str) -> Any:
+    """The accuracy level rule's labels: each step judged against its sample's reference chain by
+    the one rule set (None for other rules, which need none)."""
+    if level_rule != "accuracy":
+        return None
+    from mmboundary.judging.rules import RuleConfig, StepRules
+
+    rules, by_id = StepRules(RuleConfig()), {s.id: s for s in samples}
+
+    def label(responses: Any) -> list[list[float | None]]:
+        missing = sorted({r.sample_id for r in responses} - set(by_id))
+        if missing:
+            raise ValueError(f"--level-rule accuracy: {len(missing)} answered sample(s) not in "
+                             f"--data (first {missing[:3]}): their steps cannot be judged")
+        return rules.step_labels([by_id[r.sample_id] for r in responses],
+                                 [r.steps for r in responses])
+
+    return label
 
 
 def _read_response_records(path: Path) -> list[tuple[str, Any]]:
@@ -154,6 +180,7 @@ def estimate_callback(
     fusion: str = typer.Option(FUSION, "--fusion", help=FUSION_HELP),
     normalizer: str = typer.Option(NORMALIZER, "--normalizer",
                                    help="Per-estimator normaliser: robust_minmax or quantile."),
+    level_rule: str = typer.Option(LEVEL_RULE, "--level-rule", help=LEVEL_RULE_HELP),
     include_question: bool = typer.Option(
         default(EstimateConfig, "include_question"), "--include-question", help="TokenSAR similarity over question + step (default: "
         "the step alone)."),
@@ -185,7 +212,7 @@ def estimate_callback(
     if missing:
         raise typer.BadParameter(f"missing option(s) {', '.join(missing)}")
     names = _parse_estimators(estimators)
-    template = _template(names, fusion, normalizer)
+    template = _template(names, fusion, normalizer, level_rule)
     if "clips" in names and clip is None:
         raise typer.BadParameter("estimator clips needs --clip PATH (a local CLIP folder), or "
                                  "drop it: --estimators lnlp,mte,tokensar")
@@ -208,7 +235,8 @@ def estimate_callback(
                                calibrator=fitted, template=template,
                                image_loader=default_image_loader(images), config=config,
                                num_shards=num_shards, shard_index=shard_index, limit=limit,
-                               progress=progress, on_failure=_failure_printer())
+                               progress=progress, on_failure=_failure_printer(),
+                               label_steps=_labeller(samples, level_rule))
     _print_summary(summary)
     _exit_if_nothing_succeeded(summary)
 
@@ -245,6 +273,11 @@ def merge_command(
     fusion: str = typer.Option(FUSION, "--fusion", help=FUSION_HELP),
     normalizer: str = typer.Option(NORMALIZER, "--normalizer",
                                    help="Per-estimator normaliser: robust_minmax or quantile."),
+    level_rule: str = typer.Option(LEVEL_RULE, "--level-rule", help=LEVEL_RULE_HELP),
+    data: Path | None = typer.Option(None, "--data", help="The samples the shards answered "
+                                     "(needed by --level-rule accuracy). " + DATA_HELP),
+    dataset: str | None = typer.Option(None, "--dataset", help=DATASET_HELP),
+    images: Path | None = typer.Option(None, "--images", help=IMAGES_HELP),
 ) -> None:
     """Join shard outputs (first line per sample wins), fit or apply the calibrator, fill levels.
     OUT must be a new file or an output of ours."""
@@ -253,12 +286,16 @@ def merge_command(
     from mmboundary.data.io import check_own_jsonl, read_jsonl
 
     check_own_jsonl(out, "sample_id")
-    template = _template(_parse_estimators(estimators), fusion, normalizer)
+    template = _template(_parse_estimators(estimators), fusion, normalizer, level_rule)
+    if level_rule == "accuracy" and calibrator is None and data is None:
+        raise typer.BadParameter("--level-rule accuracy needs --data (the steps are judged "
+                                 "against its reference chains)")
+    labeller = _labeller(load_samples(data, dataset, images), level_rule) if data else None
     fitted = ConfidenceCalibrator.load(calibrator) if calibrator is not None else None
     if not any("error" not in (r.get("meta") or {}) for p in inputs for r in read_jsonl(p)):
         raise NothingSucceededError(f"no line of the {len(inputs)} shard output(s) succeeded; "
                                     "nothing to merge")
-    _print_summary(merge_outputs(inputs, out, fitted, template=template))
+    _print_summary(merge_outputs(inputs, out, fitted, template=template, label_steps=labeller))
 
 
 def register(app: typer.Typer) -> None:

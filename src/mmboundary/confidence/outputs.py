@@ -9,7 +9,7 @@ file).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,22 +61,32 @@ def calibrator_path_for(out: str | Path) -> Path:
 
 def finalize_output(out: str | Path, calibrator: ConfidenceCalibrator | None = None, *,
                     template: ConfidenceCalibrator | None = None,
-                    calibrator_path: str | Path | None = None) -> ConfidenceCalibrator:
+                    calibrator_path: str | Path | None = None,
+                    label_steps: Callable[[Sequence[Response]], list[list[float | None]]]
+                    | None = None) -> ConfidenceCalibrator:
     """Fill normalised scores, confidences and levels in ``out`` (one atomic rewrite).
 
     With no ``calibrator``, one is fitted on the raw scores of every scored step in ``out``
     (a copy of ``template`` gives its settings, default ``ConfidenceCalibrator()``; ``template``
     itself stays unfitted) and saved as JSON to
-    ``calibrator_path`` (default ``calibrator_path_for(out)``). Idempotent: rerunning it after an
-    interruption gives the same file.
+    ``calibrator_path`` (default ``calibrator_path_for(out)``). ``label_steps(responses)``: each
+    step's correctness (1/0/None) against the samples' references, which a template with the
+    level rule ``accuracy`` needs (``judging.StepRules.step_labels``; the CLI wires it).
+    Idempotent: rerunning it after an interruption gives the same file.
     """
     out = Path(out)
     responses = read_responses(out)
     ok = [r for r in responses if not failed(r)]
     if calibrator is None:
         raw = [step.raw_scores for r in ok for step in r.steps]
+        template = template or ConfidenceCalibrator()
+        if template.levels.rule == "accuracy" and label_steps is None:
+            raise ValueError(f"{out}: the level rule 'accuracy' needs the steps' correctness "
+                             "(label_steps; `mmboundary estimate --level-rule accuracy` judges "
+                             "them against --data's reference chains)")
+        labels = None if label_steps is None else [y for chain in label_steps(ok) for y in chain]
         try:
-            calibrator = (template or ConfidenceCalibrator()).clone().fit(raw)
+            calibrator = template.clone().fit(raw, labels)
         except ValueError as err:
             raise ValueError(f"{out}: cannot fit the calibrator on {len(raw)} scored steps of "
                              f"{len(ok)} responses: {err}") from err
@@ -105,12 +115,15 @@ def summarize_output(summary: EstimateSummary, out: Path) -> EstimateSummary:
 
 def merge_outputs(inputs: Sequence[str | Path], out: str | Path,
                   calibrator: ConfidenceCalibrator | None = None, *,
-                  template: ConfidenceCalibrator | None = None) -> EstimateSummary:
-    """Merge shard outputs (first line per sample id wins), then finalise the merged file."""
+                  template: ConfidenceCalibrator | None = None,
+                  label_steps: Callable[[Sequence[Response]], list[list[float | None]]]
+                  | None = None) -> EstimateSummary:
+    """Merge shard outputs (first line per sample id wins), then finalise the merged file
+    (``finalize_output``; ``label_steps`` for the accuracy level rule)."""
     from mmboundary.data.io import merge_jsonl
 
     n = merge_jsonl(inputs, out, id_key="sample_id")
-    finalize_output(out, calibrator, template=template)
+    finalize_output(out, calibrator, template=template, label_steps=label_steps)
     summary = EstimateSummary(out=str(out), total=n, skipped=0, written=n, finalized=True,
                               calibrator=None if calibrator is not None
                               else str(calibrator_path_for(out)))

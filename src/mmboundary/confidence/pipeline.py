@@ -335,7 +335,9 @@ def estimate_dataset(vlm: Any, samples: Sequence[Sample], out: str | Path, *,
                      config: EstimateConfig | None = None, num_shards: int = 1,
                      shard_index: int = 0, limit: int | None = None, progress: bool = True,
                      finalize: bool | None = None,
-                     on_failure: Callable[[RecordFailure], None] | None = None) -> EstimateSummary:
+                     on_failure: Callable[[RecordFailure], None] | None = None,
+                     label_steps: Callable[[Sequence[Response]], list[list[float | None]]]
+                     | None = None) -> EstimateSummary:
     """Score ``samples`` into the JSONL ``out`` (one ``Response`` line per sample, by id).
 
     Resumable: samples already in ``out`` are skipped (a torn last line from a kill is cut; a
@@ -347,7 +349,8 @@ def estimate_dataset(vlm: Any, samples: Sequence[Sample], out: str | Path, *,
     A failing sample is a line with ``meta["error"]`` (``on_failure`` is called with it) and the
     run goes on. ``finalize`` (default: unsharded runs, or whenever ``calibrator`` is given) fits
     or applies the calibrator (``finalize_output``) -- skipped, with ``finalized`` False, when no
-    line of ``out`` succeeded; sharded runs are finalised by ``merge_outputs``.
+    line of ``out`` succeeded; sharded runs are finalised by ``merge_outputs``. ``label_steps``:
+    the steps' correctness for a template with the ``accuracy`` level rule (``finalize_output``).
     """
     from tqdm.auto import tqdm
 
@@ -375,7 +378,7 @@ def estimate_dataset(vlm: Any, samples: Sequence[Sample], out: str | Path, *,
         any_ok = writer.ok_lines > 0
     wanted = finalize if finalize is not None else (num_shards == 1 or calibrator is not None)
     if wanted and any_ok:
-        finalize_output(out, calibrator, template=template)
+        finalize_output(out, calibrator, template=template, label_steps=label_steps)
         summary.finalized = True
         summary.calibrator = None if calibrator is not None else str(calibrator_path_for(out))
     return summarize_output(summary, out)

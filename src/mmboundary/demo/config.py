@@ -33,8 +33,11 @@ class DemoConfig(ConfigBase):
     """The vanilla world VLM folder (None = the shipped one, ``mmboundary world pretrain``)."""
     clip_model: str | None = None
     """The world CLIP folder for U_CLIPS (None = the shipped one, ``world pretrain-clip``)."""
-    n_train: int = 480
-    """ShapesWorld train samples answered by the vanilla model for the warm-up SFT set."""
+    n_train: int = 1500
+    """ShapesWorld train samples answered by the vanilla model for the warm-up SFT set (ours:
+    chosen on validation, seed 0, accuracy levels: Acc .490 at 480, .560 at 1500, .555 at 3000
+    against the vanilla model's .583: fewer questions seen three times each let the warm-up
+    rewrite the chains' content)."""
     n_rl: int = 240
     """Train samples used as RL prompts (the first ``n_rl`` of the train split)."""
     n_test: int = 400
@@ -53,11 +56,13 @@ class DemoConfig(ConfigBase):
     """Samples per generation / scoring batch."""
     estimators: tuple[str, ...] = ("lnlp", "mte", "tokensar", "clips")
     """Internal-confidence estimators of the full method."""
-    level_rule: str = "quantile"
+    level_rule: str = "accuracy"
     """How fused confidence C is cut into the five levels the warm-up teaches, R_CS compares with
-    and the Internal C row states (``confidence.LevelCuts``): ``quantile`` (the distribution's
-    shape, METHOD.md section 3) or ``accuracy`` (ours: fitted to the vanilla model's step
-    accuracy on the train split, so a level's value is how often its steps are right)."""
+    and the Internal C row states (``confidence.LevelCuts``): ``accuracy`` (ours, the default:
+    fitted to the model's step accuracy on the train split, judged by the rule set, so a level's
+    value is how often its steps are right), ``quantile`` (the distribution's shape, METHOD.md
+    section 3) or ``sigma``. Chosen on validation (seed 0, 480 warm-up questions): MECE .128 ->
+    .034, step AUROC .702 -> .723, step Brier .212 -> .179 after RL; README "What we tried")."""
     statements_per_level: int = 1
     """Warm-up statements per level: n = the first n of each level (``StatementBank.subset``),
     0 = the full bank (20+ per level, the default for real models) (ours: 1 for the ~0.6M-
