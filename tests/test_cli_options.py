@@ -58,7 +58,7 @@ def test_demo_options_keep_their_names_and_show_preset_values() -> None:
     assert opts["out_dir"].opts == ["--out", "--out-dir"]
     assert opts["eval_split"].opts == ["--split", "--eval-split"]
     assert opts["fresh"].opts == ["--fresh"] and opts["fresh"].secondary_opts == ["--no-fresh"]
-    assert opts["n_train"].help.endswith("(default: 480; quick: 48; large: 2000)")
+    assert opts["n_train"].help.endswith(f"(default: {DemoConfig().n_train}; quick: 48; large: 2000)")
     assert "(default: lnlp,mte,tokensar,clips)" in opts["estimators"].help
     assert {"quick", "preset", "config", "seeds"} <= set(opts)
     assert "extra" not in opts  # a dict: YAML only

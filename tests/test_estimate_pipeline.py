@@ -167,14 +167,20 @@ def test_shards_merge_into_the_unsharded_result(env, tmp_path):
     assert ids == sorted(s.id for s in env["samples"])
 
 
+def _responses_file(env, tmp_path):
+    """The fixture's responses as the JSONL ``--responses`` reads."""
+    path = tmp_path / "responses.jsonl"
+    path.write_text("".join(json.dumps({"sample_id": k, "text": v}) + "\n"
+                            for k, v in env["responses"].items()))
+    return path
+
+
 def test_cli_estimate(env, tmp_path):
     from typer.testing import CliRunner
 
     from mmboundary.cli import app
 
-    responses = tmp_path / "responses.jsonl"
-    responses.write_text("".join(json.dumps({"sample_id": k, "text": v}) + "\n"
-                                 for k, v in env["responses"].items()))
+    responses = _responses_file(env, tmp_path)
     out = tmp_path / "cli.jsonl"
     args = ["estimate", "--model", str(env["model_dir"]), "--data", str(env["data"]),
             "--dataset", "shapes", "--out", str(out), "--responses", str(responses),
@@ -212,9 +218,7 @@ def test_cli_estimate_fits_levels_to_step_accuracy(env, tmp_path):
     from mmboundary.cli import app
     from mmboundary.judging.rules import RuleConfig, StepRules
 
-    responses = tmp_path / "responses.jsonl"
-    responses.write_text("".join(json.dumps({"sample_id": k, "text": v}) + "\n"
-                                 for k, v in env["responses"].items()))
+    responses = _responses_file(env, tmp_path)
     out = tmp_path / "accuracy.jsonl"
     args = ["estimate", "--model", str(env["model_dir"]), "--data", str(env["data"]),
             "--dataset", "shapes", "--out", str(out), "--responses", str(responses),

@@ -307,3 +307,12 @@ def test_accuracy_rule_levels_hold_steps_as_often_right_as_they_say(pairs):
             assert (k - 1) / 5 - 1e-9 <= acc <= k / 5 + 1e-9, (k, acc)
     order = np.argsort(fused, kind="stable")
     assert np.all(np.diff(levels[order]) >= 0)  # monotone in C
+
+
+def test_fusion_doctests() -> None:
+    import doctest
+
+    from mmboundary.confidence import fusion
+
+    result = doctest.testmod(fusion)
+    assert result.failed == 0 and result.attempted >= 2

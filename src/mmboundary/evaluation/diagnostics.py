@@ -154,6 +154,10 @@ def content_change(rules: Any, parser: Any, samples: Sequence[Sample],
     >>> c = content_change(StepRules(RuleConfig(judge="exact")), default_parser(), [s], base, new)
     >>> c.kept, c.changed_base_accuracy, c.changed_accuracy, c.turned_wrong
     (0.0, 1.0, 0.0, 1)
+    >>> same = [Response(sample_id="q", text="There are 2, but I'm not sure. So, the answer is 2.")]
+    >>> c = content_change(StepRules(RuleConfig(judge="exact")), default_parser(), [s], base, same)
+    >>> c.kept, c.kept_accuracy, c.changed_accuracy
+    (1.0, 1.0, None)
     """
     if not len(samples) == len(base) == len(trained):
         raise ValueError(f"content_change: {len(samples)} samples, {len(base)} base and "
@@ -169,8 +173,8 @@ def content_change(rules: Any, parser: Any, samples: Sequence[Sample],
         chains[side] = (steps, rules.judge_chains(chosen, steps))
     kept, right = [], {"base": [], "trained": []}
     for i in range(len(ok)):
-        content = [" ".join(s.content.strip() for s in chains[side][0][i])
-                   for side in ("base", "trained")]
+        content = [" ".join(s.content.strip().rstrip(".!?;:, ") for s in chains[side][0][i])
+                   for side in ("base", "trained")]  # a step's final stop goes with a statement
         kept.append(content[0] == content[1])
         for side in right:
             right[side].append(bool(chains[side][1][i].answer_correct))
