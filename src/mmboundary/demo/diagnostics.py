@@ -211,3 +211,55 @@ def report_parts(info: dict[str, Any] | None, heldout_log: Path) -> tuple[list, 
 
 
 HELDOUT_TITLE = "RL training: held-out validation answers every few GRPO steps (greedy)"
+
+
+#: (column, where in diagnostics.json) of the table over seeds
+_OVER_SEEDS = (
+    ("Probe AUROC", ("probe", "auroc")), ("Stated AUROC", ("probe", "stated_auroc")),
+    ("Internal C AUROC", ("probe", "internal_auroc")),
+    ("Kind + position AUROC", ("probe", "kind_position_auroc")),
+    ("Probe / stated, answer steps", ("probe", "by_kind", "answer", ("probe", "stated"))),
+    ("Kappa (stated vs internal)", ("levels", "kappa")),
+    ("Content kept", ("content", "kept")),
+    ("Acc of changed chains (now / vanilla)",
+     ("content", ("changed_accuracy", "changed_base_accuracy"))),
+)
+
+
+def diagnostics_over_seeds(infos: list[dict[str, Any]]) -> Any:
+    """One table of each seed's diagnostics (``diagnostics.json``) as mean +- sd over seeds,
+    one row per model (vanilla, warm-up, warm-up + RL); n/a where a seed lacks the value."""
+    import numpy as np
+
+    from mmboundary.evaluation.tables import Table, fmt_mean_sd
+
+    def dig(info: dict[str, Any], label: str, path: tuple) -> Any:
+        node: Any = info.get(path[0], {}).get(label)
+        for key in path[1:]:
+            if isinstance(key, tuple):
+                return tuple(None if node is None else node.get(k) for k in key)
+            node = None if node is None else node.get(key)
+        return node
+
+    def cell(values: list[Any]) -> str:
+        parts = list(zip(*values, strict=True)) if values and isinstance(values[0], tuple) \
+            else [values]
+        out = []
+        for part in parts:
+            found = [float(v) for v in part if v is not None]
+            stats = (float(np.mean(found)), float(np.std(found, ddof=1)) if len(found) > 1
+                     else 0.0, len(found)) if found else None
+            out.append(fmt_mean_sd(stats, len(infos)))
+        return " / ".join(out)
+
+    rows = []
+    for label in ("vanilla", "warm-up", "warm-up + RL"):
+        rows.append([label, *(cell([dig(info, label, path) for info in infos])
+                              for _, path in _OVER_SEEDS)])
+    split = infos[0].get("split", "test") if infos else "test"
+    return Table(f"Diagnostics over {len(infos)} seeds", "Mean ± sd over seeds of each seed's "
+                 "diagnostics (its own report has the tables): the linear probe's AUROC on "
+                 "validation steps next to the stated and internal confidence's on the same "
+                 "steps, and a regression on step kind and position alone; Cohen's kappa of "
+                 f"stated vs internal level and the chain content vs the vanilla model ({split} "
+                 "split).", ["Model", *(name for name, _ in _OVER_SEEDS)], rows)

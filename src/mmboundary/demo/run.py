@@ -99,6 +99,12 @@ def run_demo_seeds(config: DemoConfig, seeds: int, console: Console | None = Non
             guided.append(_guided_info(one))
     folder = config.out / "report"
     tables, figures = guided_report(guided, folder) if guided else ([], {})
+    if config.diagnostics:
+        from mmboundary.demo.diagnostics import diagnostics_over_seeds
+
+        infos = [json.loads((config.out / f"seed-{config.seed + k}" / "diagnostics" /
+                             "diagnostics.json").read_text()) for k in range(seeds)]
+        tables = [*tables, diagnostics_over_seeds(infos)]
     first = json.loads((config.out / f"seed-{config.seed}" / "world" / "done.json").read_text())
     paths = write_report(files, folder, title=f"MMBoundary demo on ShapesWorld, {seeds} seeds "
                          f"(mean +- sd)", notes={"seeds": [config.seed + k for k in range(seeds)],
