@@ -95,6 +95,21 @@ def test_loss_is_on_the_assistant_turn_only(sft_setup) -> None:
         assert "Question:" not in tok.decode(kept)
 
 
+def test_freeze_modules_keeps_the_named_layers_fixed(sft_setup) -> None:
+    from mmboundary.training.sft import load_model_and_processor
+
+    root, model, dataset, _, _ = sft_setup
+    frozen, _ = load_model_and_processor(tiny_config(root, model, dataset, finetuning="full",
+                                                     freeze_modules="layers.0., embed_tokens"))
+    grads = {name: p.requires_grad for name, p in frozen.named_parameters()}
+    assert not any(g for n, g in grads.items() if "layers.0." in n or "embed_tokens" in n)
+    assert any(g for n, g in grads.items() if "layers.1." in n)
+    assert not any(g for n, g in grads.items() if "vision" in n)  # freeze_vision as before
+    with pytest.raises(ValueError, match=r"freeze_modules: \['layers.9.'\] match no parameter"):
+        load_model_and_processor(tiny_config(root, model, dataset, finetuning="full",
+                                             freeze_modules="layers.9."))
+
+
 def test_sft_teaches_statements_and_the_loss_falls(sft_setup) -> None:
     """Measured (24 examples, batch 8, lr 3e-3, full fine-tuning, 60 steps): see the report."""
     from mmboundary.models.vlm import VLM

@@ -49,6 +49,10 @@ class SFTConfig(ConfigBase):
     or a comma-separated list of module-name suffixes (``q_proj,v_proj``)."""
     freeze_vision: bool = True
     """Full fine-tuning only: keep the vision tower and projector frozen."""
+    freeze_modules: str = ""
+    """Full fine-tuning only: comma-separated fragments of parameter names to keep frozen as well
+    (e.g. ``layers.0.,embed_tokens``: the lower language layers that read the image); a fragment
+    matching no parameter is an error."""
     learning_rate: float = 1e-4
     """Peak learning rate (paper: 1e-4)."""
     batch_size: int = 16

@@ -118,6 +118,16 @@ def load_model_and_processor(config: SFTConfig) -> tuple[Any, Any]:
         for name, param in model.named_parameters():
             if any(part in name for part in VISION_PARTS):
                 param.requires_grad_(False)
+    fragments = [f.strip() for f in config.freeze_modules.split(",") if f.strip()]
+    if config.finetuning == "full" and fragments:
+        names = [name for name, _ in model.named_parameters()]
+        unmatched = [f for f in fragments if not any(f in name for name in names)]
+        if unmatched:
+            raise ValueError(f"SFTConfig.freeze_modules: {unmatched} match no parameter of "
+                             f"{type(model).__name__} (e.g. {names[:3]})")
+        for name, param in model.named_parameters():
+            if any(f in name for f in fragments):
+                param.requires_grad_(False)
     return model, processor
 
 
