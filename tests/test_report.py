@@ -202,7 +202,8 @@ def test_readme_block_replaced_and_nothing_else(tmp_path: Path) -> None:
     readme = tmp_path / "README.md"
     before, after = _readme(readme)
     files = _metrics_files(tmp_path)
-    paths = write_report(files, tmp_path / "report", readme=readme, command="mmboundary report x")
+    paths = write_report(files, tmp_path / "report", readme=readme, command="mmboundary report x",
+                         published=False)
     data = readme.read_bytes()
     assert data.startswith(before) and data.endswith(after)
     block = data[len(before):-len(after)].decode()
@@ -212,8 +213,31 @@ def test_readme_block_replaced_and_nothing_else(tmp_path: Path) -> None:
     table_lines = [line for line in block.splitlines() if line.startswith("|")]
     assert len(table_lines) == 3 * 4  # 3 tables: header, rule, 2 systems
     assert all(line in paths["markdown"].read_text().splitlines() for line in table_lines)
-    write_report(files, tmp_path / "report", readme=readme, command="mmboundary report x")
+    write_report(files, tmp_path / "report", readme=readme, command="mmboundary report x",
+                 published=False)
     assert readme.read_bytes() == data  # idempotent
+
+
+def test_named_readme_block_with_the_published_rows(tmp_path: Path) -> None:
+    """A second block (``--readme-block table1``) is replaced alone; with --published the
+    paper's rows follow the tables, labelled."""
+    readme = tmp_path / "README.md"
+    before, after = _readme(readme)
+    readme.write_bytes(readme.read_bytes() + b"<!-- mmboundary:table1:start -->\nold\n"
+                       b"<!-- mmboundary:table1:end -->\n")
+    main = readme.read_bytes()[len(before):].split(README_END.encode())[0]
+    files = _metrics_files(tmp_path)
+    res = CliRunner().invoke(app, ["report", *map(str, files), "--out", str(tmp_path / "r"),
+                                   "--update-readme", str(readme), "--readme-block", "table1"])
+    assert res.exit_code == 0, res.output
+    data = readme.read_bytes().decode()
+    assert data.startswith(before.decode() + main.decode())  # the results block is untouched
+    block = data.split("<!-- mmboundary:table1:start -->")[1].split("<!-- mmboundary:table1:end")[0]
+    assert "old" not in block.splitlines() and f"**{PUBLISHED_TITLE}**" in block
+    assert "--readme-block table1" in block and "| numeric system | aokvqa |" in block
+    bad = CliRunner().invoke(app, ["report", *map(str, files), "--out", str(tmp_path / "r3"),
+                                   "--update-readme", str(readme), "--readme-block", "none"])
+    assert bad.exit_code == 2 and "mmboundary:none:start" in bad.output
 
 
 def test_readme_without_markers_is_an_error(tmp_path: Path) -> None:

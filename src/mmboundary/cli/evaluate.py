@@ -128,6 +128,10 @@ def report_command(
                                               "'<!-- mmboundary:results:end -->' in this file "
                                               "with the tables and this command; an error if "
                                               "the markers are missing."),
+    readme_block: str = typer.Option("results", "--readme-block", help="With --update-readme: "
+                                     "the block NAME between '<!-- mmboundary:NAME:start -->' "
+                                     "and '<!-- mmboundary:NAME:end -->' (several tables in one "
+                                     "README); with --published the paper's rows go in too."),
 ) -> None:
     """Tables with 95% intervals (Markdown, CSV), reliability diagrams, a step viewer and one
     HTML page; optionally the tables in a README."""
@@ -142,11 +146,13 @@ def report_command(
     command = ["mmboundary", "report", *map(str, metrics), "--out", str(out)]
     for flag, value in (("--title", None if title == "MMBoundary evaluation" else title),
                         ("--data", data), ("--dataset", dataset), ("--images", images),
-                        ("--update-readme", update_readme)):
+                        ("--update-readme", update_readme),
+                        ("--readme-block", None if readme_block == "results" else readme_block)):
         command += [flag, str(value)] if value is not None else []
     command += [] if published else ["--no-published"]
     paths = write_report(metrics, out, title=title, published=published, samples=samples,
-                         readme=update_readme, command=shlex.join(command))
+                         readme=update_readme, command=shlex.join(command),
+                         readme_name=readme_block)
     typer.echo(Path(paths["markdown"]).read_text())
     typer.echo(f"wrote {paths['html']}" + (f"; updated {paths['readme']}"
                                            if "readme" in paths else ""))
