@@ -70,8 +70,10 @@ class DemoConfig(ConfigBase):
     validation: stated step AUROC .456 -> .699 after RL, step Brier .249 -> .214)."""
     sft_epochs: float = 3.0
     """Warm-up SFT epochs over the vanilla model's own responses."""
-    sft_lr: float = 1e-3
-    """Warm-up learning rate (full fine-tuning of the ~1M-parameter world model) (ours)."""
+    sft_lr: float = 5e-4
+    """Warm-up learning rate (full fine-tuning of the ~1M-parameter world model) (ours: chosen
+    on validation, seed 0, 1500 questions x 3 epochs: Acc .578 at 5e-4 vs .560 at 1e-3, vanilla
+    .583; at 3e-4 with 480 questions the statements were not learned)."""
     sft_finetuning: str = "full"
     """``full`` or ``lora``; the world model is tiny, so full fine-tuning (ours)."""
     rl_steps: int = 60
