@@ -272,7 +272,7 @@ class LevelCuts:
             data.update(mean=self.mean_, std=self.std_, cuts=list(self.cuts_),
                         counts=None if self.counts_ is None
                         else {str(k): v for k, v in self.counts_.items()},
-                        accuracy=None if getattr(self, "accuracy_", None) is None
+                        accuracy=None if self.accuracy_ is None
                         else {str(k): v for k, v in self.accuracy_.items()})
         return data
 

@@ -70,13 +70,12 @@ class _Shared:
     """Models every diagnostic shares, loaded once on first use."""
 
     def __init__(self, config: DemoConfig, clip: Path) -> None:
-        from mmboundary.judging.rules import RuleConfig, StepRules
-        from mmboundary.models.similarity import default_similarity
+        from mmboundary.demo.stages import step_rules
         from mmboundary.text import default_parser
 
         self.config, self.clip_path = config, clip
-        self.similarity = default_similarity()
-        self.rules = StepRules(RuleConfig(), similarity=self.similarity)
+        self.rules = step_rules()
+        self.similarity = self.rules.similarity
         self.parser = default_parser()
         self._clip: Any = None
 

@@ -208,11 +208,10 @@ def guided_decoding(config: DemoConfig, world: dict[str, Any], mmboundary_model:
     check_guided_config(config)
 
     def run() -> dict[str, Any]:
-        from mmboundary.judging.rules import RuleConfig, StepRules
-        from mmboundary.models.similarity import default_similarity
+        from mmboundary.demo.stages import step_rules
         from mmboundary.shapesworld.scenes import read_split
 
-        rules = StepRules(RuleConfig(), similarity=default_similarity())
+        rules = step_rules()
         val = read_split(world["validation"])[: config.guided_val or config.n_val]
         evaluated = read_split(world[config.eval_split])
         decoders = _decoders(config, mmboundary_model, vanilla, calibrator, clip, rules)

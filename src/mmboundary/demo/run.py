@@ -59,7 +59,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
                     guided_decoding, config, world, rl["model"], vanilla, sft["calibrator"], clip)
               if config.guided else None)  # the Internal C row's calibrator for the vanilla model
     metrics = stage(f"5/6 evaluate systems and baselines on the {config.eval_split} split", _evaluate, config,
-                    world, models, vanilla, {**est, "warmup_calibrator": sft["calibrator"]}, clip,
+                    world, models, vanilla, sft["calibrator"], clip,
                     guided)
     diag = (stage("5b/6 diagnostics (stated vs internal level, linear probe)", diagnostics,
                   config, world, vanilla, est, sft, rl, models, clip)
@@ -130,9 +130,11 @@ def _guided_info(config: DemoConfig) -> dict[str, Any]:
 
 
 def _evaluate(config: DemoConfig, world: dict[str, Any], models: dict[str, str], vanilla: Path,
-              est: dict[str, Any], clip: Path,
+              calibrator: str, clip: Path,
               guided: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every system on ``config.eval_split``; the constant baselines fitted on validation;
+    ``calibrator``: the Internal C row's, the warm-up's (fitted on the vanilla model's own train
+    steps with the configured level rule: the levels the warm-up teaches);
     ``guided``: the guided stage's info, whose two guided rows are evaluated like the others
     (a finished metrics stage without them is redone)."""
     from mmboundary.demo.guided import guided_predictions, guided_settings, lacks_rows
@@ -144,18 +146,15 @@ def _evaluate(config: DemoConfig, world: dict[str, Any], models: dict[str, str],
 
     def run() -> dict[str, Any]:
         from mmboundary.data.io import write_json_atomic
+        from mmboundary.demo.stages import step_rules
         from mmboundary.demo.systems import slug, system_predictions
         from mmboundary.evaluation.evaluate import EvalConfig, evaluate_predictions
-        from mmboundary.judging.rules import RuleConfig, StepRules
-        from mmboundary.models.similarity import default_similarity
         from mmboundary.shapesworld.scenes import read_split
 
-        rules = StepRules(RuleConfig(), similarity=default_similarity())
+        rules = step_rules()
         constants = _validation_constants(config, world, vanilla, rules)
         samples = read_split(world[config.eval_split])
-        # Internal C = the vanilla model's confidence with the warm-up's calibrator (fitted on
-        # its own train steps with the configured level rule): what the warm-up teaches
-        preds = system_predictions(config, samples, models, vanilla, est["warmup_calibrator"], clip,
+        preds = system_predictions(config, samples, models, vanilla, calibrator, clip,
                                    constants, rules, split=config.eval_split)
         if guided is not None:
             from mmboundary.text import default_parser
