@@ -1,8 +1,11 @@
-"""Stage-1 SFT on a tiny offline VLM: the loss mask, the loss falling, statements learned."""
+"""Stage-1 SFT on a tiny offline VLM: the loss mask, the loss falling, statements learned; the
+warm-up's content terms (training.distill): statement tokens, the statement-free teacher batch,
+the KL by hand, a training run that logs them."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import fields
 from pathlib import Path
@@ -11,9 +14,10 @@ import pytest
 
 from mmboundary.data.schema import Response
 from mmboundary.shapesworld.scenes import load_image, read_split, write_split
-from mmboundary.text import StatementBank, StatementParser, default_bank
+from mmboundary.text import StatementBank, StatementParser, default_bank, default_parser
 from mmboundary.text.steps import split_steps
 from mmboundary.training.config import SFTConfig
+from mmboundary.training.distill import content_kl, statement_token_mask, teacher_inputs
 from mmboundary.training.sft_data import build_sft
 
 torch = pytest.importorskip("torch")
@@ -146,3 +150,111 @@ def test_lora_saves_adapter_and_a_loadable_merged_model(sft_setup) -> None:
     vlm = VLM.from_pretrained(path, device="cpu")
     gen = vlm.generate([vlm.prompt_text(samples[0])], [load_image(samples[0])], max_new_tokens=4)
     assert len(gen) == 1
+
+
+# -- the content terms (training.distill) ------------------------------------------------------
+def _batch(setup, rows=4):
+    from mmboundary.training.sft import build_trainer
+
+    root, model, dataset, records, _ = setup
+    trainer = build_trainer(tiny_config(root, model, dataset, output_dir=str(root / "distill")))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(rows)])
+    return trainer, batch, records[:rows]
+
+
+def _plain(record) -> str:
+    """The record's response as the vanilla model wrote it: statements out, stops kept."""
+    parser = default_parser()
+    text = record.messages[1]["content"][0]["text"]
+    return " ".join(text[s.start:s.content_end] + text[s.start:s.end].rstrip()[-1]
+                    for s in parser.parse(text))
+
+
+def test_statement_mask_marks_exactly_the_statements(sft_setup) -> None:
+    trainer, batch, records = _batch(sft_setup)
+    tok = trainer.processing_class.tokenizer
+    parser = default_parser()
+    mask = statement_token_mask(tok, batch["input_ids"], batch["labels"], parser)
+    assert not mask[batch["labels"] == -100].any()  # never in the prompt
+    for row, record in enumerate(records):
+        text = record.messages[1]["content"][0]["text"]
+        statements = [s.statement for s in parser.parse(text)]
+        said = tok.decode(batch["input_ids"][row][mask[row]])
+        # the statements with the comma or space before them, nothing else
+        assert said.replace(",", " ").split() == " ".join(statements).replace(",", " ").split()
+        content = (batch["labels"][row] != -100) & ~mask[row]
+        assert tok.decode(batch["input_ids"][row][content], skip_special_tokens=True).strip() \
+            == _plain(record)
+
+
+def test_teacher_batch_is_the_plain_response_and_its_logits_match_a_separate_pass(
+        sft_setup) -> None:
+    """Cross-check: the teacher's rows are the prompt + the statement-free response, tokenised as
+    the tokenizer would tokenise that text, and its logits at each kept token equal those of an
+    independent single-row forward pass of that text."""
+    trainer, batch, records = _batch(sft_setup)
+    tok = trainer.processing_class.tokenizer
+    mask = statement_token_mask(tok, batch["input_ids"], batch["labels"], default_parser())
+    t_inputs, index = teacher_inputs(batch, ~mask, tok.pad_token_id, tok.padding_side)
+    assert "labels" not in t_inputs and torch.equal(t_inputs["pixel_values"], batch["pixel_values"])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        logits = model(**t_inputs).logits
+    for row, record in enumerate(records):
+        kept = (index[row] >= 0).nonzero().flatten()
+        assert torch.equal(t_inputs["input_ids"][row, index[row, kept]], batch["input_ids"][row, kept])
+        valid = t_inputs["attention_mask"][row].bool()
+        ids = t_inputs["input_ids"][row][valid]
+        prompt = tok.decode(batch["input_ids"][row][(batch["labels"][row] == -100)
+                                                  & batch["attention_mask"][row].bool()])
+        expected = tok(prompt + _plain(record) + "<|im_end|>\n", add_special_tokens=False)
+        assert ids.tolist() == expected["input_ids"]
+        with torch.no_grad():
+            alone = model(input_ids=ids[None], attention_mask=torch.ones_like(ids)[None],
+                          pixel_values=batch["pixel_values"][row:row + 1]).logits[0]
+        assert torch.allclose(logits[row][valid], alone, atol=1e-4)
+
+
+def test_content_kl_by_hand() -> None:
+    # batch 1, length 4, vocabulary 2; tokens 2 and 3 are in the assistant turn, 2 a statement
+    labels = torch.tensor([[-100, -100, 1, 0]])
+    statement = torch.tensor([[False, False, True, False]])
+    student = torch.zeros(1, 4, 2)
+    student[0, 2] = torch.tensor([0.0, math.log(3.0)])  # predicts token 3: p = (1/4, 3/4)
+    teacher = torch.zeros(1, 3, 2)  # the statement token removed: token 3 sits at teacher pos 2
+    teacher[0, 1] = torch.tensor([math.log(3.0), 0.0])  # p = (3/4, 1/4)
+    index = torch.tensor([[0, 1, -1, 2]])
+    kl, n = content_kl(student, teacher, labels, statement, index)
+    expected = 0.75 * math.log(0.75 / 0.25) + 0.25 * math.log(0.25 / 0.75)
+    assert n == 1 and kl.item() == pytest.approx(expected, abs=1e-6)
+    same, _ = content_kl(student, student, labels, torch.zeros_like(statement),
+                         torch.tensor([[0, 1, 2, 3]]))
+    assert same.item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="no teacher position"):
+        content_kl(student, teacher, labels, statement, torch.tensor([[0, 1, -1, 0]]))
+
+
+def test_distilled_warm_up_trains_logs_its_terms_and_keeps_the_teacher(sft_setup) -> None:
+    from mmboundary.training.sft import build_trainer, train_sft
+
+    root, model, dataset, _, _ = sft_setup
+    config = tiny_config(root, model, dataset, finetuning="full", max_steps=4, logging_steps=1,
+                         distill_weight=2.0, content_weight=3.0,
+                         output_dir=str(root / "distilled"))
+    trainer = build_trainer(config)
+    before = {n: p.clone() for n, p in trainer.teacher.named_parameters()}
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+    trainer.train()
+    assert all(torch.equal(p, before[n]) for n, p in trainer.teacher.named_parameters())
+    logs = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(logs) == 4
+    for entry in logs:
+        assert entry["distill_kl"] > 0 and entry["content_tokens"] > 0
+        # loss = content-weighted cross-entropy + 2 * KL (both logged as batch means)
+        assert entry["loss"] == pytest.approx(entry["cross_entropy"] + 2.0 * entry["distill_kl"],
+                                              rel=1e-3)
+    path = train_sft(config)
+    assert (path / "config.json").is_file()
+    assert json.loads((root / "distilled" / "sft_config.json").read_text())["distill_weight"] == 2.0
+    with pytest.raises(ValueError, match="distill_weight must be >= 0"):
+        tiny_config(root, model, dataset, distill_weight=-1.0)

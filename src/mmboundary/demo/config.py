@@ -76,6 +76,12 @@ class DemoConfig(ConfigBase):
     .583; at 3e-4 with 480 questions the statements were not learned)."""
     sft_finetuning: str = "full"
     """``full`` or ``lora``; the world model is tiny, so full fine-tuning (ours)."""
+    sft_distill: float = 0.0
+    """Warm-up content distillation weight (``SFTConfig.distill_weight``: KL from the vanilla
+    model, run without the statements, on the content tokens). 0 = off."""
+    sft_content_weight: float = 1.0
+    """Warm-up cross-entropy weight on content tokens relative to statement tokens
+    (``SFTConfig.content_weight``; 0 with ``sft_distill`` > 0: content taught by the KL alone)."""
     rl_steps: int = 60
     """GRPO optimizer steps."""
     rl_lr: float = 5e-5

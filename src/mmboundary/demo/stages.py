@@ -158,6 +158,8 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
         sft = SFTConfig.from_dict({"preset": "tiny-cpu"}, model=str(vanilla),
                                   dataset=str(data_dir), output_dir=str(folder / "run"),
                                   finetuning=config.sft_finetuning, learning_rate=config.sft_lr,
+                                  distill_weight=config.sft_distill,
+                                  content_weight=config.sft_content_weight,
                                   num_train_epochs=config.sft_epochs, seed=config.seed,
                                   batch_size=16, per_device_train_batch_size=16)
         model = train_sft(sft)

@@ -75,6 +75,13 @@ class SFTConfig(ConfigBase):
     """Loss on the assistant turn only: ``completion`` = messages split into prompt/completion and
     TRL's completion-only masking (works with any chat template); ``assistant`` = TRL's
     ``assistant_only_loss`` (needs a template with generation markers)."""
+    distill_weight: float = 0.0
+    """Weight of the content distillation term (ours, ``training.distill``): KL from the vanilla
+    model (run without the statements) to the model on every content token of the assistant turn,
+    so the warm-up teaches statements without moving the content. 0 = off (plain cross-entropy)."""
+    content_weight: float = 1.0
+    """Weight of the cross-entropy on content tokens relative to statement tokens (ours,
+    ``training.distill``; statement tokens found by the statement parser). 1 = plain SFT."""
     bf16: bool | None = None
     """bfloat16 training (TRL ``bf16``; None = on when the GPU supports it, off on CPU)."""
     fp16: bool = False
@@ -107,6 +114,10 @@ class SFTConfig(ConfigBase):
             raise ValueError("SFTConfig: batch_size and per_device_train_batch_size must be >= 1")
         if self.fp16 and self.bf16:
             raise ValueError("SFTConfig: bf16 and fp16 are exclusive; set one")
+        if self.content_weight < 0:
+            raise ValueError(f"SFTConfig.content_weight must be >= 0, got {self.content_weight}")
+        if self.distill_weight < 0:
+            raise ValueError(f"SFTConfig.distill_weight must be >= 0, got {self.distill_weight}")
         if self.use_cpu and (self.fp16 or self.bf16):
             raise ValueError("SFTConfig: use_cpu trains in float32; bf16 and fp16 need a GPU")
 

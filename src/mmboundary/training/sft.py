@@ -8,7 +8,8 @@ and under ``accelerate launch`` (multi-GPU: the gradient accumulation keeps the 
 Loss mask: with ``loss_on="completion"`` (default) each record is split into prompt (user turn with
 the image) and completion (the assistant turn), and TRL's vision collator sets the labels of every
 prompt token to -100: L = -(1/|A|) sum_{t in A} log p(y_t | y_<t, image, prompt), A = assistant
-tokens (including the end-of-turn token the chat template appends).
+tokens (including the end-of-turn token the chat template appends). With ``distill_weight`` > 0 a
+KL term to the vanilla model on the content tokens is added (``training.distill``).
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def trainer_args(config: SFTConfig, run_dir: Path) -> Any:
     )
 
 
-def load_model_and_processor(config: SFTConfig) -> tuple[Any, Any]:
-    """The vanilla model (fp32 on CPU, bf16 on a bf16 GPU) and its processor."""
+def load_model_and_processor(config: SFTConfig, frozen_copy: bool = False) -> tuple[Any, Any]:
+    """The vanilla model (fp32 on CPU, bf16 on a bf16 GPU) and its processor (``frozen_copy``:
+    the distillation teacher, no parameter trainable)."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -114,6 +116,8 @@ def load_model_and_processor(config: SFTConfig) -> tuple[Any, Any]:
     dtype = torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
     processor = load_processor(path, model_type)
+    if frozen_copy:
+        return model.eval().requires_grad_(False), processor
     if config.finetuning == "full" and config.freeze_vision:
         for name, param in model.named_parameters():
             if any(part in name for part in VISION_PARTS):
@@ -150,10 +154,16 @@ def build_trainer(config: SFTConfig) -> Any:
     args = trainer_args(config, run_dir)
     with args.main_process_first(desc="SFT dataset"):  # one process maps, the others read it
         dataset = prepare_dataset(config)
-    return SFTTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=processor,
-        peft_config=_lora_config(config, model) if config.finetuning == "lora" else None,
-    )
+    kwargs = dict(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                  peft_config=_lora_config(config, model) if config.finetuning == "lora" else None)
+    if config.distill_weight <= 0 and config.content_weight == 1.0:
+        return SFTTrainer(**kwargs)
+    from mmboundary.training.distill import distill_trainer_class
+
+    teacher = None if config.finetuning == "lora" or config.distill_weight <= 0 else \
+        load_model_and_processor(config, frozen_copy=True)[0]
+    return distill_trainer_class()(**kwargs, distill_weight=config.distill_weight,
+                                   content_weight=config.content_weight, teacher=teacher)
 
 
 def merge_lora_adapter(base: str | Path, adapter: str | Path, dtype: Any = None) -> Any:

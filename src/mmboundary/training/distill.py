@@ -1,0 +1,193 @@
+"""Keeping the vanilla model's content through the warm-up: a distillation term (ours).
+
+The warm-up teaches statements by cross-entropy on the vanilla model's own responses with a
+statement after each step. On a small model that also moves the content: the model's greedy
+chains change and its accuracy falls (README, #12). ``SFTConfig.distill_weight`` (lambda > 0) adds,
+on every content token of the assistant turn (statement tokens excluded),
+
+    lambda * KL( p_vanilla(. | context without statements) || p_model(. | context) ),
+
+the teacher being the vanilla model run on the same sequence with the statement tokens removed,
+i.e. on exactly the context it produced the content in. The teacher's distribution at a content
+token is therefore the vanilla model's own (soft targets, margins included), and the statements
+are learned by the cross-entropy alone. Statement tokens are found with the one statement parser
+(``text.statement_parser``) on the decoded assistant turn: a token overlapping a statement span
+(from the step's content end to its final punctuation) is a statement token.
+
+With LoRA the teacher is the student with its adapters disabled (no second copy of the weights);
+with full fine-tuning a frozen copy of the vanilla model is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IGNORE = -100
+_TRAILING = " \t\n.!?\u2026"
+
+
+def statement_char_spans(texts: list[str], parser: Any) -> list[list[tuple[int, int]]]:
+    """Per text, the ``[start, end)`` of each step's statement: from the step's content end to its
+    final punctuation (which stays content: the vanilla step ended with it)."""
+    out: list[list[tuple[int, int]]] = []
+    for text, steps in zip(texts, parser.parse_many(texts), strict=True):
+        spans = []
+        for step in steps:
+            if step.statement is None or step.content_end is None:
+                continue
+            stop = step.start + len(text[step.start:step.end].rstrip(_TRAILING))
+            if stop > step.content_end:
+                spans.append((step.content_end, stop))
+        out.append(spans)
+    return out
+
+
+def statement_token_mask(tokenizer: Any, input_ids: Any, labels: Any, parser: Any) -> Any:
+    """Bool tensor like ``input_ids``: True at the assistant-turn tokens (``labels != -100``) that
+    overlap a statement."""
+    import torch
+
+    from mmboundary.models.vlm import decode_offsets
+
+    mask = torch.zeros_like(input_ids, dtype=torch.bool)
+    rows, texts, all_spans = [], [], []
+    for b in range(input_ids.shape[0]):
+        positions = (labels[b] != IGNORE).nonzero().flatten().tolist()
+        if not positions:
+            continue
+        ids = input_ids[b, positions].tolist()
+        text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        spans = decode_offsets(tokenizer, ids, text)
+        rows.append((b, positions))
+        texts.append(text)
+        all_spans.append(spans)
+    for (b, positions), spans, statements in zip(rows, all_spans,
+                                                 statement_char_spans(texts, parser), strict=True):
+        for position, (start, end) in zip(positions, spans, strict=True):
+            if end > start and any(start < s_end and s_start < end for s_start, s_end in statements):
+                mask[b, position] = True
+    return mask
+
+
+def teacher_inputs(inputs: dict[str, Any], keep: Any, pad_token_id: int,
+                   padding_side: str) -> tuple[dict[str, Any], Any]:
+    """The batch with the tokens where ``keep`` is False removed from every row.
+
+    Every tensor laid out like ``input_ids`` ([batch, length]: attention mask, token types) is
+    gathered the same way and re-padded on ``padding_side``; the rest (pixel values, grid sizes)
+    is passed as is; ``labels`` is dropped. Also returns ``index`` ([batch, length], long): each
+    kept token's position in the teacher row, -1 elsewhere."""
+    import torch
+
+    input_ids = inputs["input_ids"]
+    batch, length = input_ids.shape
+    attention = inputs.get("attention_mask")
+    present = keep & (attention.bool() if attention is not None else torch.ones_like(keep))
+    kept = [present[b].nonzero().flatten() for b in range(batch)]
+    width = max(int(k.numel()) for k in kept)
+    index = torch.full((batch, length), -1, dtype=torch.long, device=input_ids.device)
+    laid_out = {key: value for key, value in inputs.items()
+                if key != "labels" and torch.is_tensor(value) and value.shape[:2] == (batch, length)}
+    out = {key: torch.full((batch, width), pad_token_id if key == "input_ids" else 0,
+                           dtype=value.dtype, device=value.device)
+           for key, value in laid_out.items()}
+    for b, positions in enumerate(kept):
+        n = int(positions.numel())
+        offset = width - n if padding_side == "left" else 0
+        for key, value in laid_out.items():
+            out[key][b, offset:offset + n] = value[b, positions]
+        index[b, positions] = torch.arange(offset, offset + n, device=input_ids.device)
+    rest = {key: value for key, value in inputs.items() if key != "labels" and key not in out}
+    return {**rest, **out}, index
+
+
+def content_kl(student_logits: Any, teacher_logits: Any, labels: Any, statement: Any,
+               index: Any) -> tuple[Any, int]:
+    """Mean over content target tokens of KL(teacher || student), and how many there were.
+
+    A content target token sits at student position i (``labels[b, i] != -100``, not a statement
+    token, i >= 1); the student predicts it from position i-1, the teacher from its own position
+    ``index[b, i] - 1`` (the token before it once the statements are gone)."""
+    import torch
+
+    target = (labels != IGNORE) & ~statement
+    target[:, 0] = False
+    rows, cols = target.nonzero(as_tuple=True)
+    if rows.numel() == 0:
+        return student_logits.sum() * 0.0, 0
+    teacher_cols = index[rows, cols] - 1
+    if bool((teacher_cols < 0).any()):
+        raise ValueError("distillation: a content token has no teacher position (was it removed "
+                         "with the statements?)")
+    log_s = torch.log_softmax(student_logits[rows, cols - 1].float(), dim=-1)
+    log_t = torch.log_softmax(teacher_logits[rows, teacher_cols].float(), dim=-1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(dim=-1)
+    return kl.mean(), int(rows.numel())
+
+
+def distill_trainer_class() -> type:
+    """``SFTTrainer`` with the distillation term (built lazily: TRL is imported here)."""
+    import torch
+    from trl import SFTTrainer
+
+    class DistillSFTTrainer(SFTTrainer):
+        """Loss = token-mean cross-entropy on the assistant turn + lambda * ``content_kl``."""
+
+        def __init__(self, *args: Any, distill_weight: float, content_weight: float = 1.0,
+                     teacher: Any = None, parser: Any = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            from mmboundary.text.statement_parser import default_parser
+
+            self.distill_weight = distill_weight
+            self.content_weight = content_weight
+            self.teacher = teacher
+            self.statement_parser = parser or default_parser()
+            if teacher is not None:
+                teacher.to(self.accelerator.device).eval().requires_grad_(False)
+
+        def _teacher_logits(self, model: Any, inputs: dict[str, Any]) -> Any:
+            with torch.no_grad():
+                if self.teacher is not None:
+                    return self.teacher(**inputs, use_cache=False).logits
+                with self.accelerator.unwrap_model(model).disable_adapter():
+                    return model(**inputs, use_cache=False).logits
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            mode = "train" if model.training else "eval"
+            labels = inputs["labels"]
+            forward = {key: value for key, value in inputs.items() if key != "labels"}
+            outputs = model(**forward, use_cache=False)
+            logits = outputs.logits
+            processor = self.processing_class
+            tokenizer = getattr(processor, "tokenizer", processor)
+            statement = statement_token_mask(tokenizer, inputs["input_ids"], labels,
+                                             self.statement_parser)
+            shift_labels = labels[:, 1:]
+            per_token = torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), shift_labels.reshape(-1),
+                ignore_index=IGNORE, reduction="none").reshape(shift_labels.shape)
+            weight = torch.where(statement[:, 1:], 1.0, self.content_weight)
+            ce_sum = (per_token * weight).sum()
+            tokens = (shift_labels != IGNORE).sum() if num_items_in_batch is None \
+                else num_items_in_batch
+            ce = ce_sum / torch.as_tensor(tokens, device=ce_sum.device).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                ce = ce * self.accelerator.num_processes
+            if self.distill_weight > 0:
+                t_inputs, index = teacher_inputs(inputs, ~statement, tokenizer.pad_token_id,
+                                                 tokenizer.padding_side)
+                kl, n_content = content_kl(logits, self._teacher_logits(model, t_inputs), labels,
+                                           statement, index)
+            else:
+                kl, n_content = ce.new_zeros(()), int(((labels != IGNORE) & ~statement).sum())
+            self._metrics[mode]["cross_entropy"].append(float(ce.detach()))
+            self._metrics[mode]["distill_kl"].append(float(kl.detach()))
+            self._metrics[mode]["content_tokens"].append(float(n_content))
+            loss = ce + self.distill_weight * kl
+            return (loss, outputs) if return_outputs else loss
+
+        def _teacher_needed(self) -> bool:
+            return self.distill_weight > 0
+
+    return DistillSFTTrainer
