@@ -316,3 +316,23 @@ def test_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.std() > 10  # not a blank page
+
+
+def test_responses_cut_by_the_budget_are_counted_and_named(tmp_path: Path) -> None:
+    """A response whose generation the token budget stopped (meta finished=False) is counted per
+    system and named under the first table; a system with none is not."""
+    config = EvalConfig(rules=RuleConfig(judge="similarity", tau=0.8), bootstrap=0)
+    responses = [Response(sample_id=f"s{i}", text=t, meta={"finished": i != 1})
+                 for i, t in enumerate(TEXTS)]
+    cut = evaluate_predictions(_samples(), responses, Overlap(), system="cut", config=config)
+    plain = evaluate_predictions(_samples(), [Response(sample_id=f"s{i}", text=t)
+                                              for i, t in enumerate(TEXTS)],
+                                 Overlap(), system="whole", config=config)
+    assert cut.counts["cut_at_limit"] == 1 and plain.counts["cut_at_limit"] == 0
+    files = []
+    for result in (cut, plain):
+        files.append(tmp_path / f"{result.system}.json")
+        write_json_atomic(files[-1], result.to_dict())
+    markdown = write_report(files, tmp_path / "report")["markdown"].read_text()
+    assert markdown.count("Responses cut by the token budget before they ended: cut 1/4.") == 1
+    assert "whole 0/4" not in markdown

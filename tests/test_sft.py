@@ -258,3 +258,26 @@ def test_distilled_warm_up_trains_logs_its_terms_and_keeps_the_teacher(sft_setup
     assert json.loads((root / "distilled" / "sft_config.json").read_text())["distill_weight"] == 2.0
     with pytest.raises(ValueError, match="distill_weight must be >= 0"):
         tiny_config(root, model, dataset, distill_weight=-1.0)
+
+
+def test_distillation_with_lora_uses_the_base_weights_as_teacher(sft_setup) -> None:
+    """With LoRA no second model is loaded: the teacher is the student with its adapters off, so
+    at the start (LoRA B = 0) the KL is that of the statements' context alone, and it is the
+    same as with a separately loaded vanilla teacher."""
+    from mmboundary.training.sft import build_trainer
+
+    root, model, dataset, _, _ = sft_setup
+    lora = build_trainer(tiny_config(root, model, dataset, distill_weight=1.0,
+                                     output_dir=str(root / "distill-lora")))
+    full = build_trainer(tiny_config(root, model, dataset, distill_weight=1.0, finetuning="full",
+                                     output_dir=str(root / "distill-full")))
+    assert lora.teacher is None and full.teacher is not None
+    batch = lora.data_collator([lora.train_dataset[i] for i in range(4)])
+    with torch.no_grad():
+        lora.model.eval()
+        full.model.eval()
+        lora.compute_loss(lora.model, dict(batch))
+        full.compute_loss(full.model, dict(batch))
+    kl_lora = lora._metrics["eval"]["distill_kl"][-1]
+    kl_full = full._metrics["eval"]["distill_kl"][-1]
+    assert kl_lora > 0 and kl_lora == pytest.approx(kl_full, rel=1e-4)

@@ -267,7 +267,9 @@ def evaluate_predictions(samples: Sequence[Sample], responses: Sequence[Response
     judged = rules.judge_chains(ordered, [r.steps for r in parsed])
     results = [sample_result(s, r, j) for s, r, j in zip(ordered, parsed, judged, strict=True)]
     counts = {"samples": len(by_id), "responses": len(responses), "failed": failed,
-              "missing": len(by_id) - len(seen)}
+              "missing": len(by_id) - len(seen),
+              # generation stopped by the token budget, not by the model (meta "finished")
+              "cut_at_limit": sum((r.meta or {}).get("finished") is False for r in usable)}
     name = dataset or (samples[0].dataset if samples else "unknown")
     summary = summarize(results, n_bins=config.n_bins, bootstrap=config.bootstrap,
                         seed=config.seed)

@@ -153,6 +153,21 @@ def _notes(groups: Groups, bins: bool = True, intervals: bool = True) -> str:
     return " ".join(parts)
 
 
+def _cut_note(groups: Groups) -> str:
+    """Systems with responses the token budget cut before they ended (their answers are missing
+    or incomplete): raise the budget rather than read their accuracy."""
+    cut = {}
+    for key, runs in groups.items():
+        n = sum(int(run.result.counts.get("cut_at_limit", 0)) for run in runs)
+        if n:
+            total = sum(int(run.result.counts.get("responses", 0)) for run in runs)
+            cut[key[0]] = f"{n}/{total}"
+    if not cut:
+        return ""
+    return (" Responses cut by the token budget before they ended: "
+            + ", ".join(f"{name} {share}" for name, share in cut.items()) + ".")
+
+
 def _key_columns(groups: Groups) -> list[str]:
     multi = any(len(runs) > 1 for runs in groups.values())
     return ["System", "Dataset", "Runs"] if multi else ["System", "Dataset"]
@@ -164,11 +179,12 @@ def _key_cells(key: tuple[str, str], runs: list[Run], groups: Groups) -> list[st
 
 def main_tables(groups: Groups) -> list[Table]:
     """The three tables of ``TABLES``: one row per (system, dataset)."""
-    return [Table(title, f"{what}. {_notes(groups, bins='ece' in keys)}",
+    return [Table(title, f"{what}. {_notes(groups, bins='ece' in keys)}"
+                         f"{_cut_note(groups) if i == 0 else ''}",
                   _key_columns(groups) + [LABELS[k] for k in keys],
                   [_key_cells(key, runs, groups) + [_cell(runs, k) for k in keys]
                    for key, runs in groups.items()])
-            for title, what, keys in TABLES]
+            for i, (title, what, keys) in enumerate(TABLES)]
 
 
 def breakdown_table(groups: Groups) -> Table | None:
