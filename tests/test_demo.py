@@ -37,6 +37,16 @@ def test_quick_demo_runs_every_stage_and_writes_the_report(tmp_path):
     vanilla = json.loads(open(files["Vanilla (no confidence)"]).read())
     assert vanilla["metrics"]["ece"] is None and "ece" in vanilla["unavailable"]
     assert 0.3 <= vanilla["metrics"]["accuracy"] <= 0.9
+    # the warm-up ran with the content distillation (the default) and logged its terms
+    sft_log = json.loads((out / "sft-mmboundary" / "run" / "train_log.json").read_text())
+    assert any("distill_kl" in row for row in sft_log)
+    # resuming with other settings is refused, naming them, before any stage runs
+    again = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--sft-lr", "0.002"])
+    assert again.exit_code == 2, again.output
+    assert "sft_lr: 0.0005 -> 0.002" in again.output and "--fresh" in again.output
+    from mmboundary.demo.run import check_resume
+
+    check_resume(replace(PRESETS["quick"], out_dir=str(out), threads=1))  # threads may change
     # issue #11: discrimination, coverage and intervals in the table; constants from validation
     table = (out / "report" / "table.md").read_text()
     for column in ("AUROC", "Step AUROC", "Coverage", "Step coverage", "AURC"):

@@ -21,6 +21,30 @@ from mmboundary.demo.diagnostics import diagnostics, report_parts
 from mmboundary.demo.guided import check_guided_config, guided_decoding
 from mmboundary.demo.stages import cached_stage, make_world, reinforce, vanilla_estimates, warmup
 
+# Fields a resumed run may change: they add or redo their own stages (guided rows are added to
+# a finished metrics stage, see _evaluate) or do not change results.
+RESUMABLE_CHANGES = frozenset({"threads", "fresh", "guided", "diagnostics", "out_dir"})
+
+
+def check_resume(config: DemoConfig) -> None:
+    """Refuse to resume ``config.out`` when it was made with other settings.
+
+    Finished stages are reused by folder; a run made with, say, another warm-up learning rate
+    would otherwise mix its cached models into this run's table. ``fresh`` redoes every stage."""
+    from mmboundary.data.failures import InputError
+
+    saved = config.out / "demo_config.json"
+    if config.fresh or not saved.is_file():
+        return
+    old = json.loads(saved.read_text())
+    new = json.loads(json.dumps(config.to_dict()))
+    changed = [f"{key}: {old.get(key, '(not recorded)')!r} -> {new[key]!r}" for key in new
+               if key not in RESUMABLE_CHANGES and old.get(key, object()) != new[key]]
+    if changed:
+        raise InputError(f"{config.out} was made with other settings ({'; '.join(changed)}); its "
+                         "finished stages would be mixed into this run. Rerun with --fresh "
+                         "(redo every stage) or choose another --out.")
+
 
 def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     """Run every stage (resuming finished ones) and return the report folder."""
@@ -32,6 +56,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     check_guided_config(config)  # before hours of training, not after
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
+    check_resume(config)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "demo_config.json").write_text(json.dumps(config.to_dict(), indent=1))
     vanilla = Path(config.vanilla_model) if config.vanilla_model else shipped_world_model_path()
