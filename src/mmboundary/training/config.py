@@ -78,7 +78,9 @@ class SFTConfig(ConfigBase):
     distill_weight: float = 0.0
     """Weight of the content distillation term (ours, ``training.distill``): KL from the vanilla
     model (run without the statements) to the model on every content token of the assistant turn,
-    so the warm-up teaches statements without moving the content. 0 = off (plain cross-entropy)."""
+    so the warm-up teaches statements without moving the content. 0 = off (plain cross-entropy).
+    It needs both models' full logits at the content tokens (TRL's fused loss is not used): on a
+    7B model lower ``per_device_train_batch_size`` and raise the accumulation."""
     content_weight: float = 1.0
     """Weight of the cross-entropy on content tokens relative to statement tokens (ours,
     ``training.distill``; statement tokens found by the statement parser). 1 = plain SFT."""

@@ -164,13 +164,12 @@ def distill_trainer_class() -> type:
             statement = statement_token_mask(tokenizer, inputs["input_ids"], labels,
                                              self.statement_parser)
             shift_labels = labels[:, 1:]
+            valid = shift_labels != IGNORE  # full-vocabulary floats only where there is a label
             per_token = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.shape[-1]), shift_labels.reshape(-1),
-                ignore_index=IGNORE, reduction="none").reshape(shift_labels.shape)
-            weight = torch.where(statement[:, 1:], 1.0, self.content_weight)
+                logits[:, :-1][valid].float(), shift_labels[valid], reduction="none")
+            weight = torch.where(statement[:, 1:][valid], 1.0, self.content_weight)
             ce_sum = (per_token * weight).sum()
-            tokens = (shift_labels != IGNORE).sum() if num_items_in_batch is None \
-                else num_items_in_batch
+            tokens = valid.sum() if num_items_in_batch is None else num_items_in_batch
             ce = ce_sum / torch.as_tensor(tokens, device=ce_sum.device).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 ce = ce * self.accelerator.num_processes
@@ -186,8 +185,5 @@ def distill_trainer_class() -> type:
             self._metrics[mode]["content_tokens"].append(float(n_content))
             loss = ce + self.distill_weight * kl
             return (loss, outputs) if return_outputs else loss
-
-        def _teacher_needed(self) -> bool:
-            return self.distill_weight > 0
 
     return DistillSFTTrainer
