@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,16 @@ def test_runner_reuses_a_cache_only_with_the_same_settings(world) -> None:
                             BaselineSettings(max_new_tokens=6), cache_dir=cache, device="cpu")
     longer.greedy()
     assert json.loads((cache / "vanilla.settings.json").read_text())["max_new_tokens"] == 6
+    # the same folder with new weights (a model retrained in place) is not served the old cache
+    weights = sorted(Path(world["model"]).glob("*.safetensors"))[0]
+    info = weights.stat()
+    stamp = (cache / "vanilla.jsonl").stat().st_mtime_ns
+    os.utime(weights, ns=(info.st_atime_ns, info.st_mtime_ns + 10**9))
+    retrained = BaselineRunner(world["model"], samples, load_image,
+                               BaselineSettings(max_new_tokens=6), cache_dir=cache, device="cpu")
+    retrained.greedy()
+    assert retrained._model != world["model"]  # loaded: the cache was not reused
+    assert (cache / "vanilla.jsonl").stat().st_mtime_ns != stamp
 
 
 def test_cli_names_what_a_method_needs(world) -> None:

@@ -74,6 +74,9 @@ def vanilla_estimates(config: DemoConfig, world: dict[str, Any], vanilla: Path,
         vlm = VLM.from_pretrained(vanilla, device="cpu", dtype="float32")
         samples = read_split(world["train"])
         out = folder / "train.jsonl"
+        if config.fresh:  # the file resumes by sample id: --fresh must not reuse its lines
+            out.unlink(missing_ok=True)
+            calibrator_path_for(out).unlink(missing_ok=True)
         summary = estimate_dataset(
             vlm, samples, out, similarity=default_similarity(),
             clip=ClipScorer.from_pretrained(clip, device="cpu"),

@@ -67,6 +67,18 @@ class BaselineSettings:
                              f"got {self.k}, {self.batch_size}, {self.max_new_tokens}")
 
 
+def weights_fingerprint(model: Any) -> list[list[Any]] | None:
+    """Name, size and modification time of each weight file of a model folder (None for a loaded
+    model): a model retrained into the same folder no longer matches a cache made with the old
+    weights, without hashing gigabytes."""
+    path = Path(model) if isinstance(model, (str, Path)) else None
+    if path is None or not path.is_dir():
+        return None
+    files = sorted(f for f in path.iterdir()
+                   if f.suffix in (".safetensors", ".bin", ".pt") or f.name == "config.json")
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
 class BaselineRunner:
     """The responses of one vanilla VLM to ``samples``, generated once per kind, and the
     baselines computed from them.
@@ -104,7 +116,7 @@ class BaselineRunner:
         """The settings that make the responses of ``kind`` (stored beside a cached file)."""
         instruction, sampled = RESPONSE_KINDS[kind]
         s = self.settings
-        plan = {"kind": kind, "model": self.model_name,
+        plan = {"kind": kind, "model": self.model_name, "weights": weights_fingerprint(self._model),
                 "sample_ids": [x.id for x in self.samples], "max_new_tokens": s.max_new_tokens,
                 "instruction": instruction if instruction is not None else s.instruction,
                 "num_samples": s.k if sampled else 1}
