@@ -158,12 +158,27 @@ def build_trainer(config: SFTConfig) -> Any:
                   peft_config=_lora_config(config, model) if config.finetuning == "lora" else None)
     if config.distill_weight <= 0 and config.content_weight == 1.0:
         return SFTTrainer(**kwargs)
+    from mmboundary.text.statement_parser import default_parser
     from mmboundary.training.distill import distill_trainer_class
 
     teacher = None if config.finetuning == "lora" or config.distill_weight <= 0 else \
         load_model_and_processor(config, frozen_copy=True)[0]
     return distill_trainer_class()(**kwargs, distill_weight=config.distill_weight,
-                                   content_weight=config.content_weight, teacher=teacher)
+                                   content_weight=config.content_weight, teacher=teacher,
+                                   parser=default_parser(dataset_mode(config.dataset)))
+
+
+def dataset_mode(dataset: str | Path) -> str:
+    """How the SFT dataset states confidence (``statement`` or ``numeric``, from its
+    ``summary.json``; ``statement`` for a dataset without one): the statement tokens the content
+    terms leave out are found by the parser of that mode."""
+    summary = Path(dataset) / "summary.json"
+    if not summary.is_file():
+        return "statement"
+    mode = json.loads(summary.read_text()).get("mode", "statement")
+    if mode not in ("statement", "numeric"):
+        raise ValueError(f"{summary}: mode {mode!r} is neither 'statement' nor 'numeric'")
+    return mode
 
 
 def merge_lora_adapter(base: str | Path, adapter: str | Path, dtype: Any = None) -> Any:
