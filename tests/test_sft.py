@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from dataclasses import fields
 from pathlib import Path
 
@@ -281,3 +282,24 @@ def test_distillation_with_lora_uses_the_base_weights_as_teacher(sft_setup) -> N
     kl_lora = lora._metrics["eval"]["distill_kl"][-1]
     kl_full = full._metrics["eval"]["distill_kl"][-1]
     assert kl_lora > 0 and kl_lora == pytest.approx(kl_full, rel=1e-4)
+
+
+def test_numeric_datasets_mark_their_numbers_as_statements(sft_setup) -> None:
+    """The w/o S-S mapping ablation states "(confidence 0.7)": the content terms must leave those
+    tokens out (read from the dataset's summary.json), not pull them to the vanilla model."""
+    from mmboundary.training.sft import build_trainer, dataset_mode
+
+    root, model, _, _, _ = sft_setup
+    out, _, records = build_sft(root / "est.jsonl", root / "world" / "train.json",
+                                root / "sft-numeric", mode="numeric")
+    assert dataset_mode(out) == "numeric" and dataset_mode(root / "nowhere") == "statement"
+    trainer = build_trainer(tiny_config(root, model, out, distill_weight=1.0,
+                                        output_dir=str(root / "numeric")))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    tok = trainer.processing_class.tokenizer
+    mask = statement_token_mask(tok, batch["input_ids"], batch["labels"],
+                                trainer.statement_parser)
+    for row, record in enumerate(records[:2]):
+        said = tok.decode(batch["input_ids"][row][mask[row]])
+        text = record.messages[1]["content"][0]["text"]
+        assert said.split() == " ".join(re.findall(r"\(confidence [\d.]+\)", text)).split()
