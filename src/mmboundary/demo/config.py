@@ -203,7 +203,7 @@ DEMO_PRESETS: dict[str, dict[str, Any]] = {
     # `mmboundary demo`: the README's main job, about ten minutes on 2 CPU cores.
     "default": {},
     # `mmboundary demo --preset table1`: every ablation row of the paper's Table 1, each warm-up
-    # variant with its own RL, in one report (the default sizes; about an hour on 2 cores).
+    # variant with its own RL, in one report (the default sizes; 17 min on 2 idle cores, measured).
     "table1": {"out_dir": "runs/demo-table1", "ablation_rl": True, "guided": False,
                "ablations": ("wo_lnlp", "wo_mte", "wo_tokensar", "wo_clips", "w_max",
                              "wo_ssmap", "wo_ka", "wo_ec", "wo_cs", "wo_rl", "drl")},
