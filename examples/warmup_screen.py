@@ -29,15 +29,12 @@ from mmboundary.demo.config import DemoConfig
 from mmboundary.demo.stages import step_rules
 from mmboundary.demo.systems import _runner
 from mmboundary.evaluation.baselines import plain_steps, verbal_confidence
+from mmboundary.evaluation.diagnostics import content_change
 from mmboundary.evaluation.evaluate import EvalConfig, evaluate_predictions
 from mmboundary.shapesworld.scenes import shipped_world_model_path, write_split
 from mmboundary.text import default_parser
 from mmboundary.training.config import SFTConfig
 from mmboundary.training.sft import train_sft
-
-
-def content(text: str, parser) -> list[str]:
-    return [text[s.start:s.content_end].strip(" .") for s in parser.parse(text)]
 
 
 def main() -> None:
@@ -78,16 +75,13 @@ def main() -> None:
                                config=EvalConfig(bootstrap=0))
     ref = evaluate_predictions(val, van, rules.similarity, rules=rules,
                                config=EvalConfig(bootstrap=0, parse="none"))
-    right = [bool(s.answer_correct) for s in res.samples]
-    van_right = [bool(s.answer_correct) for s in ref.samples]
-    kept = sum(content(a.text, parser) == content(b.text, parser) for a, b in zip(raw, van, strict=True))
+    change = content_change(rules, parser, val, van, raw)  # the diagnostics stage's comparison
     m = res.metrics
     print(json.dumps({
         "overrides": overrides, "n": len(val), "max_new_tokens": demo.max_new_tokens,
         "acc": m["accuracy"], "vanilla_acc": ref.metrics["accuracy"],
-        "turned_right": sum(r and not v for r, v in zip(right, van_right, strict=True)),
-        "turned_wrong": sum(v and not r for r, v in zip(right, van_right, strict=True)),
-        "content_kept": kept / len(val), "cut_at_limit": res.counts["cut_at_limit"],
+        "turned_right": change.turned_right, "turned_wrong": change.turned_wrong,
+        "content_kept": change.kept, "cut_at_limit": res.counts["cut_at_limit"],
         "step_auroc": m["step_auroc"], "mece": m["mece"], "step_brier": m["step_brier"]}))
 
 

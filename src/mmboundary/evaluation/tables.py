@@ -156,16 +156,16 @@ def _notes(groups: Groups, bins: bool = True, intervals: bool = True) -> str:
 def _cut_note(groups: Groups) -> str:
     """Systems with responses the token budget cut before they ended (their answers are missing
     or incomplete): raise the budget rather than read their accuracy."""
-    cut = {}
-    for key, runs in groups.items():
-        n = sum(int(run.result.counts.get("cut_at_limit", 0)) for run in runs)
-        if n:
-            total = sum(int(run.result.counts.get("responses", 0)) for run in runs)
-            cut[key[0]] = f"{n}/{total}"
-    if not cut:
+    cut: dict[str, list[int]] = {}  # system -> [cut, responses], over its runs and datasets
+    for (system, _), runs in groups.items():
+        counts = cut.setdefault(system, [0, 0])
+        for run in runs:
+            counts[0] += int(run.result.counts.get("cut_at_limit", 0))
+            counts[1] += int(run.result.counts.get("responses", 0))
+    named = [f"{system} {n}/{total}" for system, (n, total) in cut.items() if n]
+    if not named:
         return ""
-    return (" Responses cut by the token budget before they ended: "
-            + ", ".join(f"{name} {share}" for name, share in cut.items()) + ".")
+    return " Responses cut by the token budget before they ended: " + ", ".join(named) + "."
 
 
 def _key_columns(groups: Groups) -> list[str]:
