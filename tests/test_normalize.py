@@ -316,3 +316,55 @@ def test_fusion_doctests() -> None:
 
     result = doctest.testmod(fusion)
     assert result.failed == 0 and result.attempted >= 2
+
+
+def test_answer_step_takes_its_chains_least_confidence_and_cuts_of_its_own(tmp_path):
+    # one estimator, lnlp (an uncertainty): C = 1 - (u - min) / (max - min) with min 0, max 1
+    # (lower_pct 0, upper_pct 100), so raw u gives C = 1 - u. Six chains of three steps:
+    # non-answer steps C .9/.2, .8/.3, .7/.4, .6/.1, .95/.5, .85/.15 (the chain minima
+    # .2 .3 .4 .1 .5 .15), answer steps' own C always .99 (a copy of what the chain decided)
+    pairs = [(.9, .2), (.8, .3), (.7, .4), (.6, .1), (.95, .5), (.85, .15)]
+    raw, correct, chains = [], [], []
+    for (a, b), right in zip(pairs, [0, 0, 1, 0, 1, 0], strict=True):
+        raw += [{"lnlp": 1 - a}, {"lnlp": 1 - b}, {"lnlp": 0.01}]
+        correct += [1, 0, right]
+        chains.append(3)
+    raw += [{"lnlp": 0.0}, {"lnlp": 1.0}]  # a two-step chain pins the normaliser's range
+    correct += [1, 0]
+    chains.append(2)
+    levels = LevelCuts(rule="accuracy", min_count=4)
+    cal = ConfidenceCalibrator(estimators=("lnlp",), lower_pct=0, upper_pct=100, levels=levels,
+                               answer_step="chain_min").fit(raw, correct, chains)
+    out = cal.transform(raw, chains)
+    answers = [2, 5, 8, 11, 14, 17, 19]
+    assert [out[i].confidence for i in answers] == pytest.approx([.2, .3, .4, .1, .5, .15, 0])
+    # answer cuts: C .1 .15 .2 .3 .4 .5 | 0 (the last chain's min, wrong) -> correct
+    # 0 0 0 0 1 1 | 0: isotonic p = 0 0 0 0 0 1 1, crossing .2 .. .8 between .3 and .4
+    assert cal.answer_levels_.cuts_ == pytest.approx([.35] * 4)
+    assert [out[i].level for i in answers] == [1, 1, 5, 1, 5, 1, 1]
+    # the other steps' cuts are fitted on them alone: C .9 .8 .7 .6 .95 .85 right, .2 .3 .4 .1
+    # .5 .15 wrong, the two-step chain's first step 1.0 right -> p jumps from 0 to 1 between
+    # .5 and .6
+    assert cal.levels_.cuts_ == pytest.approx([.55] * 4)
+    assert sum(cal.levels_.counts_.values()) == 13 and sum(cal.answer_levels_.counts_.values()) == 7
+    # without chains every step is a plain step (partial chains, guided decoding)
+    plain = cal.transform(raw)
+    assert plain[2].confidence == pytest.approx(.99) and plain[2].level == 5
+    # "own" keeps one set of cuts for every step, as before the option
+    own = ConfidenceCalibrator(estimators=("lnlp",), lower_pct=0, upper_pct=100,
+                               levels=levels).fit(raw, correct, chains)
+    assert own.transform(raw, chains)[2].confidence == pytest.approx(.99)
+    assert not hasattr(own, "answer_levels_")
+    mean = ConfidenceCalibrator(estimators=("lnlp",), lower_pct=0, upper_pct=100, levels=levels,
+                                answer_step="chain_mean").fit(raw, correct, chains)
+    assert mean.transform(raw, chains)[2].confidence == pytest.approx((.9 + .2 + .99) / 3)
+    loaded = ConfidenceCalibrator.load(cal.save(tmp_path / "answer.json"))
+    assert loaded.answer_step == "chain_min"
+    assert loaded.answer_levels_.cuts_ == cal.answer_levels_.cuts_
+    assert [o.level for o in loaded.transform(raw, chains)] == [o.level for o in out]
+    with pytest.raises(ValueError, match="needs chains"):
+        cal.clone().fit(raw, correct)
+    with pytest.raises(ValueError, match="summing to the 20 steps"):
+        cal.transform(raw, [3, 3])
+    with pytest.raises(ValueError, match="answer_step: expected one of"):
+        ConfidenceCalibrator(answer_step="last").fit(raw, correct, chains)

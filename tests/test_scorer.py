@@ -53,8 +53,9 @@ def test_scorer_checks_its_arguments() -> None:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    """A tiny LLaVA, 6 ShapesWorld samples, their reference chains with statements, and a
-    calibrator fitted on the model's own scores of those responses."""
+    """A tiny LLaVA, 12 ShapesWorld samples, their reference chains with statements, and
+    calibrators fitted on the model's own scores of those responses (the answer step a step like
+    any other, and the answer step from its chain)."""
     import torch
 
     from mmboundary.models.vlm import VLM
@@ -62,7 +63,7 @@ def tiny(tiny_model_dir):
     from mmboundary.text.statements import default_bank, insert_statement
 
     torch.set_num_threads(1)
-    samples = make_samples(6, seed=1)
+    samples = make_samples(12, seed=1)
     bank = default_bank()
     texts = [" ".join(insert_statement(step, bank.levels[1 + (i + j) % 5][0])
                       for j, step in enumerate(s.reference.steps))
@@ -72,12 +73,16 @@ def tiny(tiny_model_dir):
     scorer = InternalConfidenceScorer(vlm, ConfidenceCalibrator(estimators=("lnlp", "mte")),
                                       image_loader=loader)
     calibrator = scorer.fit_calibrator(samples, texts)
+    chain = InternalConfidenceScorer(
+        vlm, ConfidenceCalibrator(estimators=("lnlp", "mte"), answer_step="chain_min"),
+        image_loader=loader).fit_calibrator(samples, texts)
     return {"vlm": vlm, "samples": samples, "texts": texts, "calibrator": calibrator,
-            "loader": loader}
+            "chain": chain, "loader": loader}
 
 
-@pytest.mark.parametrize("scale", ["level", "raw"])
-def test_rcs_internal_equals_the_internal_baseline(tiny, scale: str) -> None:
+@pytest.mark.parametrize(("scale", "calibrator"),
+                         [("level", "calibrator"), ("raw", "calibrator"), ("level", "chain")])
+def test_rcs_internal_equals_the_internal_baseline(tiny, scale: str, calibrator: str) -> None:
     """R_CS's i_t (StepAnalyzer + scorer, as training.rl builds it) and the "Internal C"
     baseline's step confidence are the same numbers on the same responses."""
     from mmboundary.confidence import EstimateConfig
@@ -89,7 +94,7 @@ def test_rcs_internal_equals_the_internal_baseline(tiny, scale: str) -> None:
 
     samples, texts = tiny["samples"], tiny["texts"]
     parser = default_parser()
-    scorer = InternalConfidenceScorer(tiny["vlm"], tiny["calibrator"], parser=parser,
+    scorer = InternalConfidenceScorer(tiny["vlm"], tiny[calibrator], parser=parser,
                                       scale=scale)  # type: ignore[arg-type]
     analyzer = StepAnalyzer(parse=parser.parse, similarity=None, internal=scorer)
     columns = [s.model_dump_json() for s in samples]
@@ -97,7 +102,7 @@ def test_rcs_internal_equals_the_internal_baseline(tiny, scale: str) -> None:
     responses = [Response(sample_id=s.id, text=t) for s, t in zip(samples, texts, strict=True)]
     baseline = internal_confidence(
         tiny["vlm"], samples, responses,
-        calibrator=tiny["calibrator"], similarity=None, clip=None,
+        calibrator=tiny[calibrator], similarity=None, clip=None,
         image_loader=tiny["loader"], scale=scale,
         config=EstimateConfig(estimators=("lnlp", "mte"), parse_statements=True))
     for analysis, response in zip(analyses, baseline, strict=True):
@@ -124,3 +129,25 @@ def test_fit_calibrator_copies_the_template_and_counts_levels(tiny) -> None:
     assert fitted.levels_.cuts_ == pytest.approx(tiny["calibrator"].levels_.cuts_, abs=1e-4)
     with pytest.raises(ValueError, match=r"fit_calibrator: 0 scored steps in 0/1 responses"):
         scorer.fit_calibrator(tiny["samples"][:1], [""])
+
+
+def test_the_answer_step_is_scored_from_its_whole_chain(tiny) -> None:
+    """answer_step="chain_min": a response's last step carries its chain's least C (the
+    normalisers are fitted on the same steps either way, so the own-C calibrator gives the
+    chain's C), with levels from the answer steps' own cuts; the other steps are unchanged."""
+    own, chain = tiny["calibrator"], tiny["chain"]
+    assert chain.answer_levels_.counts_ is not None
+    assert sum(chain.answer_levels_.counts_.values()) == len(tiny["samples"])
+    responses = InternalConfidenceScorer(tiny["vlm"], own, image_loader=tiny["loader"]).score(
+        tiny["samples"], tiny["texts"])
+    again = InternalConfidenceScorer(tiny["vlm"], chain, image_loader=tiny["loader"]).score(
+        tiny["samples"], tiny["texts"])
+    for plain, whole in zip(responses, again, strict=True):
+        steps = [s.confidence for s in plain.steps]
+        assert [s.confidence for s in whole.steps] == pytest.approx(steps[:-1] + [min(steps)])
+        assert whole.steps[-1].level == chain.answer_levels_.level(min(steps))
+        assert [s.level for s in whole.steps[:-1]] == [chain.levels_.level(c) for c in steps[:-1]]
+    parts = InternalConfidenceScorer(tiny["vlm"], chain, image_loader=tiny["loader"]).score(
+        tiny["samples"][:1], tiny["texts"][:1], whole=False)  # partial chains: plain steps
+    assert parts[0].steps[-1].confidence == pytest.approx(responses[0].steps[-1].confidence,
+                                                          abs=1e-3)  # batch of one: padding

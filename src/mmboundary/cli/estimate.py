@@ -26,7 +26,7 @@ from mmboundary.cli.common import (
     report_failure,
 )
 from mmboundary.cli.dataclass_options import library_default as default
-from mmboundary.confidence.fusion import Fusion, LevelCuts
+from mmboundary.confidence.fusion import ANSWER_STEP_RULES, Fusion, LevelCuts
 from mmboundary.confidence.normalize import ConfidenceCalibrator
 from mmboundary.confidence.pipeline import EstimateConfig, estimate_dataset
 from mmboundary.models.similarity import load_similarity
@@ -36,6 +36,10 @@ ALL_ESTIMATORS = ",".join(default(EstimateConfig, "estimators"))
 FUSION = default(Fusion, "method")
 NORMALIZER = default(ConfidenceCalibrator, "normalizer")
 LEVEL_RULE = default(LevelCuts, "rule")
+ANSWER_STEP = default(ConfidenceCalibrator, "answer_step")
+ANSWER_STEP_HELP = ("The answer step's (last step's) confidence: own (its own tokens, like any "
+                    "step), chain_min / chain_mean (the least / mean C of its chain, with level "
+                    "cuts fitted on the answer steps alone).")
 LEVEL_RULE_HELP = ("How C is cut into 5 levels: quantile (the distribution's shape), sigma "
                    "(mean +- k sd) or accuracy (fitted to step correctness against --data's "
                    "reference chains: a level's value is how often its steps are right).")
@@ -55,11 +59,14 @@ def _parse_estimators(text: str) -> tuple[str, ...]:
 
 
 def _template(estimators: tuple[str, ...], fusion: str, normalizer: str,
-              level_rule: str = LEVEL_RULE) -> Any:
+              level_rule: str = LEVEL_RULE, answer_step: str = ANSWER_STEP) -> Any:
     try:
+        if answer_step not in ANSWER_STEP_RULES:
+            raise ValueError(f"--answer-step: expected one of {ANSWER_STEP_RULES}, got "
+                             f"{answer_step!r}")
         return ConfidenceCalibrator(estimators=estimators, normalizer=normalizer,
                                     fusion=Fusion(method=fusion),
-                                    levels=LevelCuts(rule=level_rule))
+                                    levels=LevelCuts(rule=level_rule), answer_step=answer_step)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
 
@@ -181,6 +188,7 @@ def estimate_callback(
     normalizer: str = typer.Option(NORMALIZER, "--normalizer",
                                    help="Per-estimator normaliser: robust_minmax or quantile."),
     level_rule: str = typer.Option(LEVEL_RULE, "--level-rule", help=LEVEL_RULE_HELP),
+    answer_step: str = typer.Option(ANSWER_STEP, "--answer-step", help=ANSWER_STEP_HELP),
     include_question: bool = typer.Option(
         default(EstimateConfig, "include_question"), "--include-question", help="TokenSAR similarity over question + step (default: "
         "the step alone)."),
@@ -212,7 +220,7 @@ def estimate_callback(
     if missing:
         raise typer.BadParameter(f"missing option(s) {', '.join(missing)}")
     names = _parse_estimators(estimators)
-    template = _template(names, fusion, normalizer, level_rule)
+    template = _template(names, fusion, normalizer, level_rule, answer_step)
     if "clips" in names and clip is None:
         raise typer.BadParameter("estimator clips needs --clip PATH (a local CLIP folder), or "
                                  "drop it: --estimators lnlp,mte,tokensar")
@@ -274,6 +282,7 @@ def merge_command(
     normalizer: str = typer.Option(NORMALIZER, "--normalizer",
                                    help="Per-estimator normaliser: robust_minmax or quantile."),
     level_rule: str = typer.Option(LEVEL_RULE, "--level-rule", help=LEVEL_RULE_HELP),
+    answer_step: str = typer.Option(ANSWER_STEP, "--answer-step", help=ANSWER_STEP_HELP),
     data: Path | None = typer.Option(None, "--data", help="The samples the shards answered "
                                      "(needed by --level-rule accuracy). " + DATA_HELP),
     dataset: str | None = typer.Option(None, "--dataset", help=DATASET_HELP),
@@ -286,7 +295,8 @@ def merge_command(
     from mmboundary.data.io import check_own_jsonl, read_jsonl
 
     check_own_jsonl(out, "sample_id")
-    template = _template(_parse_estimators(estimators), fusion, normalizer, level_rule)
+    template = _template(_parse_estimators(estimators), fusion, normalizer, level_rule,
+                         answer_step)
     if level_rule == "accuracy" and calibrator is None and data is None:
         raise typer.BadParameter("--level-rule accuracy needs --data (the steps are judged "
                                  "against its reference chains)")

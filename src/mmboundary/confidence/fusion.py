@@ -39,6 +39,7 @@ import numpy as np
 
 FUSIONS = ("mean", "max")
 LEVEL_RULES = ("quantile", "sigma", "accuracy")
+ANSWER_STEP_RULES = ("own", "chain_min", "chain_mean")
 #: Cut points in units of the spread: mu + k sigma (sigma rule) or the quantile Phi(k).
 DEFAULT_CUT_OFFSETS = (-1.5, -0.5, 0.5, 1.5)
 
@@ -100,6 +101,38 @@ class Fusion:
 # ---------------------------------------------------------------------------------------------
 # The math of the level cuts: pure functions.
 # ---------------------------------------------------------------------------------------------
+def answer_positions(chains: Sequence[int], n_steps: int) -> list[int]:
+    """Index of each response's answer step (its last step) in the flat list of ``n_steps``
+    steps, the responses' step counts being ``chains`` (in order; an empty response has none).
+
+    >>> answer_positions([3, 0, 2], 5)
+    [2, 4]
+    """
+    if any(int(n) != n or n < 0 for n in chains) or sum(chains) != n_steps:
+        raise ValueError(f"chains: step counts per response {list(chains)[:8]}... must be "
+                         f"non-negative integers summing to the {n_steps} steps")
+    ends = np.cumsum(np.asarray(chains, dtype=np.int64))
+    return [int(end) - 1 for end, n in zip(ends, chains, strict=True) if n > 0]
+
+
+def chain_confidence(fused: Sequence[float | None], rule: str) -> float | None:
+    """The answer step's C from its whole chain **(ours)**: ``chain_min`` = the least confident
+    step's C (an answer is no surer than the weakest step it rests on), ``chain_mean`` = the mean
+    C; steps with no C are skipped (None if none has one).
+
+    >>> chain_confidence([0.9, None, 0.4, 0.8], "chain_min"), chain_confidence([0.2, 0.6], "chain_mean")
+    (0.4, 0.4)
+    """
+    values = [float(c) for c in fused if c is not None]
+    if not values:
+        return None
+    if rule == "chain_min":
+        return min(values)
+    if rule == "chain_mean":
+        return float(np.mean(values))
+    raise ValueError(f"answer step rule must be one of {ANSWER_STEP_RULES[1:]}, got {rule!r}")
+
+
 def normal_cdf(k: float) -> float:
     """Phi(k) = (1 + erf(k / sqrt 2)) / 2, the standard normal CDF.
 

@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from mmboundary.confidence.estimators import ESTIMATORS, is_uncertainty
-from mmboundary.confidence.fusion import Fusion, LevelCuts
+from mmboundary.confidence.fusion import (
+    ANSWER_STEP_RULES,
+    Fusion,
+    LevelCuts,
+    answer_positions,
+    chain_confidence,
+)
 from mmboundary.data.io import write_json_atomic
 
 
@@ -201,6 +207,19 @@ class ConfidenceCalibrator:
     attributes: ``normalizers_`` ({estimator: normaliser}), ``levels_`` (the fitted ``LevelCuts``;
     its ``counts_`` are the level counts of the reference set). ``transform(raw)`` gives each
     step's ``StepConfidence``.
+
+    The answer step (a response's last step, "So, the answer is X") **(ours)**: its own tokens
+    only copy what the chain already decided, so its own C says how sure the copy is, not the
+    answer (ShapesWorld training steps: AUROC .44 for the answer's correctness, while the chain's
+    least confident step gives .64). ``answer_step``:
+
+    - ``"own"``: the answer step is a step like any other (one set of cuts for all steps);
+    - ``"chain_min"`` / ``"chain_mean"``: its C is the least / mean C of its response's steps
+      (``fusion.chain_confidence``), and its level comes from cuts of its own (``answer_levels_``,
+      the rule of ``levels``, fitted on the answer steps alone); the other steps' cuts
+      (``levels_``) are fitted on the other steps. ``fit`` and ``transform`` then need
+      ``chains``: the step count of each response, in order (``transform`` without ``chains``
+      treats every step as a plain step, e.g. a lone step scored during guided decoding).
     """
 
     estimators: tuple[str, ...] = ESTIMATORS
@@ -209,6 +228,7 @@ class ConfidenceCalibrator:
     upper_pct: float = 99.0
     fusion: Fusion = field(default_factory=Fusion)
     levels: LevelCuts = field(default_factory=LevelCuts)
+    answer_step: str = "own"
 
     def clone(self) -> ConfidenceCalibrator:
         """A new, unfitted calibrator with (copies of) the same parameters."""
@@ -224,12 +244,31 @@ class ConfidenceCalibrator:
         if self.normalizer not in NORMALIZERS:
             raise ValueError(f"ConfidenceCalibrator.normalizer: expected one of {NORMALIZERS}, "
                              f"got {self.normalizer!r}")
+        if self.answer_step not in ANSWER_STEP_RULES:
+            raise ValueError(f"ConfidenceCalibrator.answer_step: expected one of "
+                             f"{ANSWER_STEP_RULES}, got {self.answer_step!r}")
+
+    def _answer_mask(self, items: list[StepConfidence],
+                     chains: Sequence[int] | None) -> np.ndarray | None:
+        """Set each answer step's C from its chain (in place); the answer-step mask, or None
+        when every step is a plain step (``answer_step="own"`` or no ``chains``)."""
+        if self.answer_step == "own" or chains is None:
+            return None
+        mask = np.zeros(len(items), dtype=bool)
+        ends = answer_positions(chains, len(items))
+        for end, n in zip(ends, [n for n in chains if n > 0], strict=True):
+            items[end].confidence = chain_confidence(
+                [item.confidence for item in items[end + 1 - n:end + 1]], self.answer_step)
+            mask[end] = True
+        return mask
 
     def fit(self, raw: Sequence[Mapping[str, float]],
-            correct: Sequence[float | bool | None] | None = None) -> ConfidenceCalibrator:
+            correct: Sequence[float | bool | None] | None = None,
+            chains: Sequence[int] | None = None) -> ConfidenceCalibrator:
         """Fit on the raw scores of a reference set of steps (not modified); returns ``self``.
         ``correct[i]``: step i's correctness (1/0, None = unjudged), needed by the level rule
-        ``accuracy`` (``LevelCuts``) and recorded per level by the others."""
+        ``accuracy`` (``LevelCuts``) and recorded per level by the others. ``chains``: the step
+        count of each response (needed unless ``answer_step="own"``, see the class docstring)."""
         self._check_params()
         if correct is not None and len(correct) != len(raw):
             raise ValueError(f"ConfidenceCalibrator.fit: {len(correct)} correctness labels for "
@@ -247,36 +286,55 @@ class ConfidenceCalibrator:
             norm = make_normalizer(self.normalizer, name, lower_pct=self.lower_pct,
                                    upper_pct=self.upper_pct)
             normalizers[name] = norm.fit(values)
+        if self.answer_step != "own" and chains is None:
+            raise ValueError(f"ConfidenceCalibrator.fit (answer_step={self.answer_step!r}): needs "
+                             "chains, the step count of each response")
         items = _normalize_and_fuse(raw, self.estimators, normalizers, self.fusion)
+        answer = self._answer_mask(items, chains)
         keep = [i for i, c in enumerate(items) if c.confidence is not None]
-        fused = [items[i].confidence for i in keep]
-        labels = None if correct is None else [correct[i] for i in keep]
-        # a fresh copy: the parameter stays unfitted
-        self.levels_ = replace(self.levels).fit(fused, labels)
+
+        def cuts_on(idx: list[int], what: str) -> LevelCuts:  # a fresh copy: `levels` stays unfitted
+            labels = None if correct is None else [correct[i] for i in idx]
+            try:
+                return replace(self.levels).fit([items[i].confidence for i in idx], labels)
+            except ValueError as err:
+                raise ValueError(f"{what}: {err}") from err
+
+        if answer is None:
+            self.levels_ = cuts_on(keep, "level cuts")
+        else:
+            self.levels_ = cuts_on([i for i in keep if not answer[i]], "level cuts (non-answer steps)")
+            self.answer_levels_ = cuts_on([i for i in keep if answer[i]], "level cuts (answer steps)")
         self.normalizers_ = normalizers
         return self
 
     @property
     def is_fitted(self) -> bool:
         """Whether ``fit`` (or loading a fitted file) has set the fitted attributes."""
-        return hasattr(self, "normalizers_") and hasattr(self, "levels_")
+        return (hasattr(self, "normalizers_") and hasattr(self, "levels_")
+                and (self.answer_step == "own" or hasattr(self, "answer_levels_")))
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise RuntimeError("ConfidenceCalibrator is not fitted: call fit() or load()")
 
-    def transform(self, raw: Sequence[Mapping[str, float]]) -> list[StepConfidence]:
+    def transform(self, raw: Sequence[Mapping[str, float]],
+                  chains: Sequence[int] | None = None) -> list[StepConfidence]:
         """Normalised scores, fused C and level of each step (``None`` for a step with no
-        score of any of the estimators)."""
+        score of any of the estimators); ``chains`` as in ``fit`` (the answer steps)."""
         self._check_fitted()
         out = _normalize_and_fuse(raw, self.estimators, self.normalizers_, self.fusion)
-        for item in out:
+        answer = self._answer_mask(out, chains)
+        for i, item in enumerate(out):
             if item.confidence is not None:
-                item.level = self.levels_.level(item.confidence)
+                cuts = self.answer_levels_ if answer is not None and answer[i] else self.levels_
+                item.level = cuts.level(item.confidence)
         return out
 
-    def fit_transform(self, raw: Sequence[Mapping[str, float]]) -> list[StepConfidence]:
-        return self.fit(raw).transform(raw)
+    def fit_transform(self, raw: Sequence[Mapping[str, float]],
+                      correct: Sequence[float | bool | None] | None = None,
+                      chains: Sequence[int] | None = None) -> list[StepConfidence]:
+        return self.fit(raw, correct, chains).transform(raw, chains)
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters and, when fitted, the fitted state (``levels`` holds the fitted cuts)."""
@@ -285,6 +343,9 @@ class ConfidenceCalibrator:
                 "lower_pct": self.lower_pct, "upper_pct": self.upper_pct,
                 "fusion": self.fusion.to_dict(),
                 "levels": (self.levels_ if fitted else self.levels).to_dict(),
+                "answer_step": self.answer_step,
+                "answer_levels": (self.answer_levels_.to_dict()
+                                  if fitted and self.answer_step != "own" else None),
                 "normalizers": ({k: v.to_dict() for k, v in self.normalizers_.items()}
                                 if fitted else {})}
 
@@ -296,11 +357,17 @@ class ConfidenceCalibrator:
         cal = cls(estimators=tuple(data["estimators"]), normalizer=data["normalizer"],
                   lower_pct=data.get("lower_pct", 1.0), upper_pct=data.get("upper_pct", 99.0),
                   fusion=Fusion.from_dict(data["fusion"]),
-                  levels=replace(fitted_levels))  # its parameters, unfitted
+                  levels=replace(fitted_levels),  # its parameters, unfitted
+                  answer_step=data.get("answer_step", "own"))  # "own" before the option
+        cal._check_params()
         normalizers = data.get("normalizers") or {}
         if normalizers and hasattr(fitted_levels, "cuts_"):
             cal.normalizers_ = {k: normalizer_from_dict(v) for k, v in normalizers.items()}
             cal.levels_ = fitted_levels
+            if cal.answer_step != "own":
+                if not data.get("answer_levels"):
+                    raise ValueError(f"answer_step {cal.answer_step!r} without fitted answer_levels")
+                cal.answer_levels_ = LevelCuts.from_dict(data["answer_levels"])
         return cal
 
     def save(self, path: str | Path) -> Path:

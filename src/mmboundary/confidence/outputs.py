@@ -25,10 +25,14 @@ def failed(response: Response | Mapping[str, Any]) -> bool:
     return "error" in (meta or {})
 
 
-def apply_calibrator(responses: Sequence[Response], calibrator: ConfidenceCalibrator) -> None:
-    """Fill every step's ``normalized_scores``, ``confidence`` and ``level`` in place."""
+def apply_calibrator(responses: Sequence[Response], calibrator: ConfidenceCalibrator, *,
+                     whole: bool = True) -> None:
+    """Fill every step's ``normalized_scores``, ``confidence`` and ``level`` in place.
+    ``whole``: each response is a whole chain whose last step is its answer step (the
+    calibrator's ``answer_step``); False scores every step as a plain step (partial chains)."""
     steps = [step for r in responses for step in r.steps]
-    for step, result in zip(steps, calibrator.transform([s.raw_scores for s in steps]),
+    chains = [len(r.steps) for r in responses] if whole else None
+    for step, result in zip(steps, calibrator.transform([s.raw_scores for s in steps], chains),
                             strict=True):
         step.normalized_scores = result.normalized
         step.confidence, step.level = result.confidence, result.level
@@ -86,7 +90,7 @@ def finalize_output(out: str | Path, calibrator: ConfidenceCalibrator | None = N
                              "them against --data's reference chains)")
         labels = None if label_steps is None else [y for chain in label_steps(ok) for y in chain]
         try:
-            calibrator = template.clone().fit(raw, labels)
+            calibrator = template.clone().fit(raw, labels, [len(r.steps) for r in ok])
         except ValueError as err:
             raise ValueError(f"{out}: cannot fit the calibrator on {len(raw)} scored steps of "
                              f"{len(ok)} responses: {err}") from err

@@ -152,19 +152,21 @@ class InternalConfidenceScorer:
         return out
 
     # --- calibrated scores ---------------------------------------------------------------------
-    def calibrate(self, responses: Sequence[Response]) -> list[Response]:
+    def calibrate(self, responses: Sequence[Response], *, whole: bool = True) -> list[Response]:
         """Fill ``normalized_scores``, ``confidence`` (C) and ``level`` of every step of the
-        scored responses in place (failed ones are left alone); returns ``responses``."""
+        scored responses in place (failed ones are left alone); returns ``responses``.
+        ``whole``: the responses are whole chains ending in their answer step (False: partial
+        chains, every step a plain step; ``outputs.apply_calibrator``)."""
         if not self.calibrator.is_fitted:
             raise ValueError("InternalConfidenceScorer.calibrator is not fitted: fit it on this "
                              "model's own steps (fit_calibrator) or load a fitted one")
-        apply_calibrator([r for r in responses if not failed(r)], self.calibrator)
+        apply_calibrator([r for r in responses if not failed(r)], self.calibrator, whole=whole)
         return list(responses)
 
     def score(self, samples: Sequence[Sample], responses: Sequence[str | Response | None],
-              images: Sequence[Any] | None = None) -> list[Response]:
+              images: Sequence[Any] | None = None, *, whole: bool = True) -> list[Response]:
         """``raw`` then ``calibrate``: each step's C and level (see ``raw`` for the arguments)."""
-        return self.calibrate(self.raw(samples, responses, images))
+        return self.calibrate(self.raw(samples, responses, images), whole=whole)
 
     def values(self, response: Response) -> list[float]:
         """The response's per-step internal confidence on ``scale`` (NaN where unknown)."""
@@ -215,10 +217,12 @@ class InternalConfidenceScorer:
             by_id = {s.id: s for s in samples}
             judged = label_steps([by_id[r.sample_id] for r in scored], scored)
             labels = [y for r, chain in zip(scored, judged, strict=True)
-                      for step, y in zip(r.steps, chain, strict=True) if step.raw_scores]
-        raw_scores = [step.raw_scores for r in scored for step in r.steps if step.raw_scores]
+                      for _, y in zip(r.steps, chain, strict=True)]
+        # every step, so the chains stay whole (a step with no score has no C and is not fitted)
+        raw_scores = [step.raw_scores for r in scored for step in r.steps]
         try:
-            self.calibrator = self.calibrator.clone().fit(raw_scores, labels)
+            self.calibrator = self.calibrator.clone().fit(raw_scores, labels,
+                                                          [len(r.steps) for r in scored])
         except ValueError as err:
             raise ValueError(f"InternalConfidenceScorer.fit_calibrator: {len(raw_scores)} scored "
                              f"steps in {len(scored)}/{len(samples)} responses: {err}") from err

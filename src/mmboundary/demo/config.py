@@ -67,6 +67,11 @@ class DemoConfig(ConfigBase):
     value is how often its steps are right), ``quantile`` (the distribution's shape, METHOD.md
     section 3) or ``sigma``. Chosen on validation (seed 0, 480 warm-up questions): MECE .128 ->
     .034, step AUROC .702 -> .723, step Brier .212 -> .179 after RL; README "What we tried")."""
+    answer_step: str = "own"
+    """The answer step's internal confidence (``ConfidenceCalibrator.answer_step``, ours): ``own``
+    (its own tokens, like any step), ``chain_min`` / ``chain_mean`` (the least / mean C of its
+    chain, cut into levels by cuts fitted on the answer steps alone). Used wherever the
+    calibrator is: the warm-up's statements, R_CS's i_t and the Internal C row."""
     statements_per_level: int = 1
     """Warm-up statements per level: n = the first n of each level (``StatementBank.subset``),
     0 = the full bank (20+ per level, the default for real models) (ours: 1 for the ~0.6M-
@@ -171,6 +176,8 @@ class DemoConfig(ConfigBase):
             (self.eval_split in ("test", "validation"), "eval_split", "'test' or 'validation'"),
             (self.level_rule in ("quantile", "sigma", "accuracy"), "level_rule",
              "'quantile', 'sigma' or 'accuracy'"),
+            (self.answer_step in ("own", "chain_min", "chain_mean"), "answer_step",
+             "'own', 'chain_min' or 'chain_mean'"),
             (self.rl_calibrator in ("start_model", "given"), "rl_calibrator",
              "'start_model' or 'given'"),
             (self.statements_per_level >= 0, "statements_per_level", ">= 0 (0 = the full bank)"),

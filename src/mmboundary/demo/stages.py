@@ -97,14 +97,15 @@ def calibrator_variant(name: str, config: DemoConfig) -> Any:
     from mmboundary.confidence import ConfidenceCalibrator, LevelCuts
     from mmboundary.confidence.fusion import Fusion
 
-    estimators, levels = tuple(config.estimators), LevelCuts(rule=config.level_rule)
+    estimators = tuple(config.estimators)
+    common = {"levels": LevelCuts(rule=config.level_rule), "answer_step": config.answer_step}
     if name.startswith("wo_") and name[3:] in estimators:
         return ConfidenceCalibrator(estimators=tuple(e for e in estimators if e != name[3:]),
-                                    levels=levels)
+                                    **common)
     if name == "w_max":
-        return ConfidenceCalibrator(estimators=estimators, fusion=Fusion("max"), levels=levels)
+        return ConfidenceCalibrator(estimators=estimators, fusion=Fusion("max"), **common)
     if name in ("mmboundary", "wo_ssmap"):  # w/o S-S mapping changes the statements only
-        return ConfidenceCalibrator(estimators=estimators, levels=levels)
+        return ConfidenceCalibrator(estimators=estimators, **common)
     raise ValueError(f"unknown calibrator variant {name!r}: expected mmboundary, w_max or "
                      f"wo_<estimator> with an estimator of {estimators}")
 
@@ -145,7 +146,7 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
             labels = [y for chain in label_steps([by_id[r.sample_id] for r in ok], ok)
                       for y in chain]
         calibrator = calibrator_variant(variant, config).fit(
-            [s.raw_scores for r in ok for s in r.steps], labels)
+            [s.raw_scores for r in ok for s in r.steps], labels, [len(r.steps) for r in ok])
         InternalConfidenceScorer(None, calibrator).calibrate(ok)  # raw scores are in the file
         leveled = folder / "estimates.jsonl"
         write_jsonl_atomic(leveled, [r.model_dump(mode="json") for r in ok])

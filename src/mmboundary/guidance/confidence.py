@@ -96,7 +96,8 @@ class InternalConfidence:
     hold the context (image, question, earlier steps), and every estimator reads only the step's
     content tokens (+ the image, + the question for TokenSAR's ``include_question``), so the
     scores equal those of the step inside the whole response. Should the step text split into
-    several sentences, the least confident counts **(ours)**. Ranking value: the scorer's
+    several sentences, the least confident counts **(ours)**; each is a plain step (the
+    calibrator's answer-step rule needs the whole chain, which is not written yet). Ranking value: the scorer's
     ``scale`` ("level": (2k - 1) / 10; "raw": the fused C).
 
     Args:
@@ -132,7 +133,7 @@ class InternalConfidence:
         responses = [self._response(s, c) for s, c in zip(samples, steps, strict=True)]
         todo = [i for i, r in enumerate(responses) if r is not None]
         scored = self.scorer.score([samples[i] for i in todo], [responses[i] for i in todo],
-                                   [images[i] for i in todo]) if todo else []
+                                   [images[i] for i in todo], whole=False) if todo else []
         out = [_missing(self.missing_level)] * len(steps)
         for i, response in zip(todo, scored, strict=True):
             levelled = [] if failed(response) else [s for s in response.steps
