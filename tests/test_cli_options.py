@@ -218,3 +218,16 @@ def test_sequence_options_parse_their_items() -> None:
     assert opts["levels"].help == "Levels. Comma-separated. (default: 2,3)"
     with pytest.raises(typer.BadParameter, match="--levels"):
         opts["levels"].parse("4,x")
+
+
+def test_demo_answer_step_and_reward_weights_options(captured) -> None:
+    result = CliRunner().invoke(app, ["demo", "--answer-step", "chain_min",
+                                      "--rl-weights", "2,1,0.5"])
+    assert result.exit_code == 0, result.output
+    assert captured["cfg"].answer_step == "chain_min"
+    assert captured["cfg"].rl_weights == (2.0, 1.0, 0.5)
+    for bad, field in ((["--answer-step", "last"], "answer_step"),
+                       (["--rl-weights", "1,1"], "rl_weights"),
+                       (["--rl-weights", "1,-1,1"], "rl_weights")):
+        result = CliRunner().invoke(app, ["demo", *bad])
+        assert result.exit_code == 2 and field in result.output, (bad, result.output)

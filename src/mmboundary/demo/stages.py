@@ -210,8 +210,10 @@ def start_model_calibrator(config: DemoConfig, world: dict[str, Any], start_mode
         samples, max_new_tokens=config.max_new_tokens,
         label_steps=label_steps if config.level_rule == "accuracy" else None)
     calibrator.save(path)
+    answer = getattr(calibrator, "answer_levels_", None)  # answer_step other than "own"
     return {"calibrator": str(path), "samples": len(samples),
-            "failed": len(scorer.errors), "levels": calibrator.levels_.counts_}
+            "failed": len(scorer.errors), "levels": calibrator.levels_.counts_,
+            **({"answer_levels": answer.counts_} if answer is not None else {})}
 
 
 def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calibrator: str,
@@ -245,6 +247,8 @@ def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calib
                       clip_model=str(clip), num_generations=config.rl_generations,
                       per_device_train_batch_size=config.rl_batch,
                       learning_rate=config.rl_lr, kl_beta=config.rl_kl_beta,
+                      alpha=config.rl_weights[0], beta=config.rl_weights[1],
+                      gamma=config.rl_weights[2],
                       temperature=config.rl_temperature,
                       max_steps=config.rl_steps, max_completion_length=config.max_new_tokens,
                       use_lora=False, seed=config.seed, use_cpu=True, bf16=False,
