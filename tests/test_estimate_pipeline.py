@@ -242,3 +242,36 @@ def test_cli_estimate_fits_levels_to_step_accuracy(env, tmp_path):
     merged = CliRunner().invoke(app, ["estimate", "merge", str(tmp_path / "m.jsonl"), str(out),
                                       "--estimators", "lnlp,mte", "--level-rule", "accuracy"])
     assert merged.exit_code != 0 and "needs --data" in merged.output
+
+
+def test_cli_estimate_answer_step_from_the_chain(env, tmp_path):
+    """--answer-step chain_min: each response's last step carries its chain's least C (the
+    normalisers are fitted on the same steps as with the default), with its own saved cuts."""
+    from typer.testing import CliRunner
+
+    from mmboundary.cli import app
+    from mmboundary.shapesworld.scenes import read_split, write_split
+
+    n = 12  # the answer steps' cuts need >= 10 answer steps (LevelCuts.min_count)
+    data = write_split(tmp_path / "shapes", n, "train")
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text("".join(json.dumps({"sample_id": s.id, "text": " ".join(s.reference.steps)})
+                                 + "\n" for s in read_split(data)))
+    common = ["estimate", "--model", str(env["model_dir"]), "--data", str(data),
+              "--dataset", "shapes", "--responses", str(responses), "--estimators", "lnlp,mte",
+              "--device", "cpu", "--no-progress"]
+    own, chain = tmp_path / "own.jsonl", tmp_path / "chain.jsonl"
+    for out, extra in ((own, []), (chain, ["--answer-step", "chain_min"])):
+        result = CliRunner().invoke(app, [*common, "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+    read = lambda p: [Response.model_validate_json(x) for x in p.read_text().splitlines()]  # noqa: E731
+    saved = json.loads(calibrator_path_for(chain).read_text())
+    assert saved["answer_step"] == "chain_min"
+    assert sum(saved["answer_levels"]["counts"].values()) == n
+    assert json.loads(calibrator_path_for(own).read_text())["answer_levels"] is None
+    for a, b in zip(read(own), read(chain), strict=True):
+        c = [s.confidence for s in a.steps]
+        assert [s.confidence for s in b.steps] == pytest.approx(c[:-1] + [min(c)])
+    bad = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "x.jsonl"),
+                                   "--answer-step", "last"])
+    assert bad.exit_code != 0 and "--answer-step" in bad.output
