@@ -99,14 +99,14 @@ def bare_pass(vlm: Any, prompts: list[str], images: list[Any], texts: list[str],
     """One plain forward over prompt + response, logits of the response tokens only."""
     import torch
 
-    from mmboundary.models.vlm import _append_responses
+    from mmboundary.models.token_stats import append_responses
 
     tok = vlm.tokenizer
     for start in range(0, len(prompts), batch_size):
         batch = slice(start, start + batch_size)
         enc = vlm._encode(prompts[batch], images[batch])
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts[batch]]
-        inputs, keep = _append_responses(enc, ids, tok.pad_token_id)
+        inputs, keep = append_responses(enc, ids, tok.pad_token_id)
         with torch.inference_mode():
             vlm.model(**inputs, logits_to_keep=keep)
     _sync()

@@ -8,7 +8,8 @@ from PIL import Image
 
 from mmboundary.data.schema import Sample
 from mmboundary.models.prompts import build_messages, question_prompt
-from mmboundary.models.vlm import VLM, decode_offsets, logprobs_and_entropies
+from mmboundary.models.token_stats import decode_offsets, logprobs_and_entropies
+from mmboundary.models.vlm import VLM
 
 ARCHS = ["qwen2-vl", "qwen2.5-vl", "llava", "idefics3"]
 QUESTIONS = ["How many shapes?", "What colour is the big square in the middle of the picture?",

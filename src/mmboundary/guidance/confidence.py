@@ -113,7 +113,7 @@ class InternalConfidence:
         self.scorer, self.missing_level = scorer, missing_level
 
     def _response(self, sample: Sample, step: Chunk) -> Response | None:
-        from mmboundary.models.vlm import decode_offsets
+        from mmboundary.models.token_stats import decode_offsets
 
         tokenizer = self.scorer.vlm.tokenizer
         text = decode(tokenizer, step.ids)

@@ -208,7 +208,7 @@ def _round(vlm: Any, chains: list[_Chain], source: StepConfidenceSource,
 
 
 def _response(vlm: Any, chain: _Chain, config: GuideConfig) -> Response:
-    from mmboundary.models.vlm import decode_offsets
+    from mmboundary.models.token_stats import decode_offsets
 
     kept = chain.kept + chain.tail  # a step cut by max_new_tokens stays, as in plain decoding
     text = decode(vlm.tokenizer, kept.ids)

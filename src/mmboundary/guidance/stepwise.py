@@ -72,7 +72,7 @@ def cut_step(tokenizer: Any, chunk: Chunk) -> tuple[Chunk, Chunk | None]:
     A token belongs to the first step when it starts before that step's end (a token that
     straddles the boundary holds step content); the whitespace after the step goes with the
     next step, as its leading space does in byte-level vocabularies."""
-    from mmboundary.models.vlm import decode_offsets
+    from mmboundary.models.token_stats import decode_offsets
 
     text = decode(tokenizer, chunk.ids)
     end = completed_step_end(text)
@@ -130,13 +130,13 @@ def continue_generation(vlm: Any, prompts: list[str], images: list[Image.Image],
     """
     import torch
 
-    from mmboundary.models.vlm import _append_responses, logprobs_and_entropies
+    from mmboundary.models.token_stats import append_responses, logprobs_and_entropies
 
     if min(budgets, default=1) < 1:
         raise ValueError(f"continue_generation: every budget must be >= 1, got {budgets}")
     n = num_return_sequences
     enc = vlm._encode(prompts, images)
-    inputs, _ = _append_responses(enc, [p + t for p, t in zip(prefixes, tails, strict=True)],
+    inputs, _ = append_responses(enc, [p + t for p, t in zip(prefixes, tails, strict=True)],
                                   vlm.tokenizer.pad_token_id)
     start = inputs["input_ids"].shape[1]
     rows = [i for i in range(len(prompts)) for _ in range(n)]

@@ -47,7 +47,7 @@ def statement_token_mask(tokenizer: Any, input_ids: Any, labels: Any, parser: An
     overlap a statement."""
     import torch
 
-    from mmboundary.models.vlm import decode_offsets
+    from mmboundary.models.token_stats import decode_offsets
 
     mask = torch.zeros_like(input_ids, dtype=torch.bool)
     rows, texts, all_spans = [], [], []
