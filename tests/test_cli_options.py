@@ -231,3 +231,12 @@ def test_demo_answer_step_and_reward_weights_options(captured) -> None:
                        (["--rl-weights", "1,-1,1"], "rl_weights")):
         result = CliRunner().invoke(app, ["demo", *bad])
         assert result.exit_code == 2 and field in result.output, (bad, result.output)
+
+
+def test_the_shipped_validation_config_loads_and_evaluates_on_validation() -> None:
+    from pathlib import Path
+
+    cfg = DemoConfig.from_yaml(Path(__file__).parents[1] / "configs" / "demo_validation.yaml")
+    assert (cfg.eval_split, cfg.n_val, cfg.guided, cfg.diagnostics) == ("validation", 1500,
+                                                                        False, False)
+    assert cfg.baselines == ("token-prob", "internal") and cfg.ablations == ("wo_rl",)
