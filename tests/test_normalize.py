@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -362,6 +364,11 @@ def test_answer_step_takes_its_chains_least_confidence_and_cuts_of_its_own(tmp_p
     assert loaded.answer_step == "chain_min"
     assert loaded.answer_levels_.cuts_ == cal.answer_levels_.cuts_
     assert [o.level for o in loaded.transform(raw, chains)] == [o.level for o in out]
+    broken = json.loads((tmp_path / "answer.json").read_text())
+    broken["answer_levels"] = None
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="broken.json.*without fitted answer_levels"):
+        ConfidenceCalibrator.load(tmp_path / "broken.json")
     with pytest.raises(ValueError, match="needs chains"):
         cal.clone().fit(raw, correct)
     with pytest.raises(ValueError, match="summing to the 20 steps"):

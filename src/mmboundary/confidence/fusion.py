@@ -109,8 +109,9 @@ def answer_positions(chains: Sequence[int], n_steps: int) -> list[int]:
     [2, 4]
     """
     if any(int(n) != n or n < 0 for n in chains) or sum(chains) != n_steps:
-        raise ValueError(f"chains: step counts per response {list(chains)[:8]}... must be "
-                         f"non-negative integers summing to the {n_steps} steps")
+        raise ValueError(f"chains: the step counts per response ({len(chains)} responses, "
+                         f"{sum(chains)} steps) must be non-negative integers summing to the "
+                         f"{n_steps} steps")
     ends = np.cumsum(np.asarray(chains, dtype=np.int64))
     return [int(end) - 1 for end, n in zip(ends, chains, strict=True) if n > 0]
 

@@ -381,7 +381,7 @@ class ConfidenceCalibrator:
         path = Path(path)
         try:
             return cls.from_dict(json.loads(path.read_text()))
-        except (KeyError, TypeError, json.JSONDecodeError) as err:
+        except (KeyError, TypeError, ValueError) as err:  # JSONDecodeError is a ValueError
             raise ValueError(f"{path}: not a saved ConfidenceCalibrator ({err!r})") from err
 
 

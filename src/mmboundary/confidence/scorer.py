@@ -224,6 +224,7 @@ class InternalConfidenceScorer:
             self.calibrator = self.calibrator.clone().fit(raw_scores, labels,
                                                           [len(r.steps) for r in scored])
         except ValueError as err:
-            raise ValueError(f"InternalConfidenceScorer.fit_calibrator: {len(raw_scores)} scored "
+            raise ValueError(f"InternalConfidenceScorer.fit_calibrator: "
+                             f"{sum(1 for r in raw_scores if r)} scored "
                              f"steps in {len(scored)}/{len(samples)} responses: {err}") from err
         return self.calibrator
