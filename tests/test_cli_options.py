@@ -240,3 +240,22 @@ def test_the_shipped_validation_config_loads_and_evaluates_on_validation() -> No
     assert (cfg.eval_split, cfg.n_val, cfg.guided, cfg.diagnostics) == ("validation", 1500,
                                                                         False, False)
     assert cfg.baselines == ("token-prob", "internal") and cfg.ablations == ("wo_rl",)
+
+
+def test_resuming_a_folder_made_before_a_field_existed(tmp_path) -> None:
+    """A field the folder's record lacks passes at its default (a new field's default keeps the
+    old behaviour) and is a change at any other value."""
+    import json
+
+    from mmboundary.data.failures import InputError
+    from mmboundary.demo.run import check_resume
+
+    cfg = dataclasses.replace(PRESETS["quick"], out_dir=str(tmp_path))
+    record = cfg.to_dict()
+    del record["answer_step"], record["rl_weights"]
+    (tmp_path / "demo_config.json").write_text(json.dumps(record))
+    check_resume(cfg)
+    with pytest.raises(InputError, match=r"answer_step: '\(not recorded\)' -> 'chain_min'"):
+        check_resume(dataclasses.replace(cfg, answer_step="chain_min"))
+    with pytest.raises(InputError, match="sft_lr"):
+        check_resume(dataclasses.replace(cfg, sft_lr=0.002))

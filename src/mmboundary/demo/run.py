@@ -30,7 +30,9 @@ def check_resume(config: DemoConfig) -> None:
     """Refuse to resume ``config.out`` when it was made with other settings.
 
     Finished stages are reused by folder; a run made with, say, another warm-up learning rate
-    would otherwise mix its cached models into this run's table. ``fresh`` redoes every stage."""
+    would otherwise mix its cached models into this run's table. ``fresh`` redoes every stage.
+    A field the folder's record lacks was added after the folder was made; a new field's default
+    keeps the old behaviour, so the default passes and any other value is a change."""
     from mmboundary.data.failures import InputError
 
     saved = config.out / "demo_config.json"
@@ -38,8 +40,10 @@ def check_resume(config: DemoConfig) -> None:
         return
     old = json.loads(saved.read_text())
     new = json.loads(json.dumps(config.to_dict()))
+    defaults = json.loads(json.dumps(DemoConfig().to_dict()))
     changed = [f"{key}: {old.get(key, '(not recorded)')!r} -> {new[key]!r}" for key in new
-               if key not in RESUMABLE_CHANGES and old.get(key, object()) != new[key]]
+               if key not in RESUMABLE_CHANGES
+               and old.get(key, defaults.get(key, object())) != new[key]]
     if changed:
         raise InputError(f"{config.out} was made with other settings ({'; '.join(changed)}); its "
                          "finished stages would be mixed into this run. Rerun with --fresh "
