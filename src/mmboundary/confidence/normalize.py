@@ -270,6 +270,9 @@ class ConfidenceCalibrator:
         ``accuracy`` (``LevelCuts``) and recorded per level by the others. ``chains``: the step
         count of each response (needed unless ``answer_step="own"``, see the class docstring)."""
         self._check_params()
+        if self.answer_step != "own" and chains is None:
+            raise ValueError(f"ConfidenceCalibrator.fit (answer_step={self.answer_step!r}): needs "
+                             "chains, the step count of each response")
         if correct is not None and len(correct) != len(raw):
             raise ValueError(f"ConfidenceCalibrator.fit: {len(correct)} correctness labels for "
                              f"{len(raw)} steps")
@@ -286,9 +289,6 @@ class ConfidenceCalibrator:
             norm = make_normalizer(self.normalizer, name, lower_pct=self.lower_pct,
                                    upper_pct=self.upper_pct)
             normalizers[name] = norm.fit(values)
-        if self.answer_step != "own" and chains is None:
-            raise ValueError(f"ConfidenceCalibrator.fit (answer_step={self.answer_step!r}): needs "
-                             "chains, the step count of each response")
         items = _normalize_and_fuse(raw, self.estimators, normalizers, self.fusion)
         answer = self._answer_mask(items, chains)
         keep = [i for i, c in enumerate(items) if c.confidence is not None]

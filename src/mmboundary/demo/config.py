@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmboundary.confidence.fusion import ANSWER_STEP_RULES
 from mmboundary.training.config_base import ConfigBase
 
 #: ablations the demo knows: warm-up variants (``wo_<estimator>``, ``w_max``), the warm-up alone
@@ -182,8 +183,8 @@ class DemoConfig(ConfigBase):
             (self.eval_split in ("test", "validation"), "eval_split", "'test' or 'validation'"),
             (self.level_rule in ("quantile", "sigma", "accuracy"), "level_rule",
              "'quantile', 'sigma' or 'accuracy'"),
-            (self.answer_step in ("own", "chain_min", "chain_mean"), "answer_step",
-             "'own', 'chain_min' or 'chain_mean'"),
+            (self.answer_step in ANSWER_STEP_RULES, "answer_step",
+             f"one of {ANSWER_STEP_RULES}"),
             (self.rl_calibrator in ("start_model", "given"), "rl_calibrator",
              "'start_model' or 'given'"),
             (self.statements_per_level >= 0, "statements_per_level", ">= 0 (0 = the full bank)"),

@@ -43,7 +43,7 @@ def check_resume(config: DemoConfig) -> None:
     defaults = json.loads(json.dumps(DemoConfig().to_dict()))
     changed = [f"{key}: {old.get(key, '(not recorded)')!r} -> {new[key]!r}" for key in new
                if key not in RESUMABLE_CHANGES
-               and old.get(key, defaults.get(key, object())) != new[key]]
+               and old.get(key, defaults[key]) != new[key]]
     if changed:
         raise InputError(f"{config.out} was made with other settings ({'; '.join(changed)}); its "
                          "finished stages would be mixed into this run. Rerun with --fresh "

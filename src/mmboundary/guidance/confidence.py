@@ -97,8 +97,8 @@ class InternalConfidence:
     content tokens (+ the image, + the question for TokenSAR's ``include_question``), so the
     scores equal those of the step inside the whole response. Should the step text split into
     several sentences, the least confident counts **(ours)**; each is a plain step (the
-    calibrator's answer-step rule needs the whole chain, which is not written yet). Ranking value: the scorer's
-    ``scale`` ("level": (2k - 1) / 10; "raw": the fused C).
+    calibrator's answer-step rule needs the whole chain, which is not written yet). Ranking
+    value: the scorer's ``scale`` ("level": (2k - 1) / 10; "raw": the fused C).
 
     Args:
         scorer: an ``InternalConfidenceScorer`` of the generating model, calibrator fitted.

@@ -137,7 +137,7 @@ def continue_generation(vlm: Any, prompts: list[str], images: list[Image.Image],
     n = num_return_sequences
     enc = vlm._encode(prompts, images)
     inputs, _ = append_responses(enc, [p + t for p, t in zip(prefixes, tails, strict=True)],
-                                  vlm.tokenizer.pad_token_id)
+                                 vlm.tokenizer.pad_token_id)
     start = inputs["input_ids"].shape[1]
     rows = [i for i in range(len(prompts)) for _ in range(n)]
     stop = _StepStop(vlm.tokenizer, [tails[i] for i in rows], [budgets[i] for i in rows], start,
