@@ -265,3 +265,42 @@ def test_cs_on_the_level_scale_rewards_the_taught_levels_over_always_level_3() -
     assert _mean_cs(taught, values) == pytest.approx(1.0)
     assert _mean_cs(middle, values) == pytest.approx(0.85, abs=0.01)  # 1 - (.0668*.8 + .2417*.4)
     assert _mean_cs(taught, values) > _mean_cs(noisy, values) > _mean_cs(middle, values)
+
+
+def test_a_step_stated_as_a_guess_pays_more_wrong_at_equal_weights() -> None:
+    """docs/RL.md: a two-step chain, the first step stated at level 1 (0.1), the answer (right)
+    at level 3 (0.5). Turning the first step from wrong to right: R_KA 0.75 -> 1.0 (+0.5 / T),
+    R_EC 1 - (0.01 + 0.25) / 2 = 0.87 -> 1 - (0.81 + 0.25) / 2 = 0.47 (-0.8 / T); at weights (1, 1)
+    the wrong step earns 0.15 more, at (2, 1) the right one earns 0.1 more."""
+    from mmboundary.training.rewards import correctness_incentive
+
+    e = [0.1, 0.5]
+    right, wrong = [1.0, 1.0], [0.0, 1.0]
+    d_ka = knowledge_accuracy(1.0, right) - knowledge_accuracy(1.0, wrong)
+    d_ec = expected_calibration(e, right) - expected_calibration(e, wrong)
+    assert (d_ka, d_ec) == (pytest.approx(0.25), pytest.approx(-0.40))
+    for alpha, beta, gain in [(1.0, 1.0, -0.15), (2.0, 1.0, 0.10), (1.6, 1.0, 0.0)]:
+        assert alpha * d_ka + beta * d_ec == pytest.approx(gain)
+        assert correctness_incentive(alpha, beta, 0.1, 2) == pytest.approx(gain)
+    with pytest.raises(ValueError, match="steps"):
+        correctness_incentive(1.0, 1.0, 0.1, 0)
+
+
+@given(st.sampled_from([0.1, 0.3, 0.5, 0.7, 0.9]), st.integers(1, 6), st.integers(0, 5),
+       st.floats(0.0, 3.0), st.floats(0.0, 3.0))
+def test_correctness_incentive_matches_the_rewards(e: float, steps: int, right_before: int,
+                                                   alpha: float, beta: float) -> None:
+    """The closed form equals the change of alpha R_KA + beta R_EC on any chain of level values
+    when one more non-answer step is right; with alpha >= 1.6 beta it is never negative."""
+    from mmboundary.training.rewards import correctness_incentive
+
+    right_before = min(right_before, steps - 1)
+    before = [1.0] * right_before + [0.0] * (steps - right_before)
+    after = [1.0] * (right_before + 1) + [0.0] * (steps - right_before - 1)
+    expressed = [e] * steps
+    change = (alpha * (knowledge_accuracy(1.0, after) - knowledge_accuracy(1.0, before))
+              + beta * (expected_calibration(expressed, after)
+                        - expected_calibration(expressed, before)))
+    assert correctness_incentive(alpha, beta, e, steps) == pytest.approx(change, abs=1e-9)
+    if alpha >= 1.6 * beta:
+        assert correctness_incentive(alpha, beta, e, steps) >= -1e-12

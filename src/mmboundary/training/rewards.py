@@ -86,6 +86,24 @@ def confidence_self_calibration(expressed: Sequence[float], internal: Sequence[f
     return float(round(1.0 - np.mean(np.abs(e[known] - i[known])), 12))
 
 
+def correctness_incentive(alpha: float, beta: float, expressed: float, steps: int) -> float:
+    """What R = alpha R_KA + beta R_EC gains when one non-answer step of ``steps`` turns from
+    wrong to right with its statement (value ``expressed``) unchanged; R_CS does not see a_t.
+
+    R_KA's step term adds 0.5 / T, R_EC's Brier term adds (e^2 - (1 - e)^2) / T = (2e - 1) / T,
+    so the gain is (0.5 alpha + beta (2e - 1)) / T. It is negative for e < 0.5 - alpha / (4 beta):
+    at the paper's weights (1, 1) a step stated at level 1 (0.1) earns 0.3 / T more when it is
+    wrong, so the policy is paid to make its "just a guess" steps wrong. alpha >= 1.6 beta keeps
+    the gain >= 0 at every level value (e >= 0.1). (A consequence of our forms of R_KA and R_EC.)
+
+    >>> round(correctness_incentive(1.0, 1.0, 0.1, 2), 6), round(correctness_incentive(2.0, 1.0, 0.1, 2), 6)
+    (-0.15, 0.1)
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return (0.5 * alpha + beta * (2.0 * expressed - 1.0)) / steps
+
+
 def format_score(has_statement: Sequence[bool], has_answer: bool) -> float:
     """Format = 0.5 * (share of steps with a statement) + 0.5 * [an answer step exists] **(ours)**.
 

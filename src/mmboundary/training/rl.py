@@ -284,6 +284,11 @@ def train_rl(config: RLConfig, heldout_metrics: Any = None) -> Path:
                           callbacks=callbacks)
     logger.info("RL: %d samples, rewards %s, weights %s", len(samples),
                 [f.func.__name__ for f in funcs], weights)
+    paid_wrong = -R.correctness_incentive(weights[0], weights[1], 0.1, 1)
+    if paid_wrong > 0:  # docs/RL.md, "What the weighted sum pays for a right step"
+        logger.info("RL: at alpha %.3g, beta %.3g a step stated at level 1 (0.1) earns %.3g / T "
+                    "more reward when it is wrong (alpha >= 1.6 beta removes this)",
+                    weights[0], weights[1], paid_wrong)
     trainer.train()
     path = _save_final(trainer, policy.processor, config)
     if trainer.is_world_process_zero():
