@@ -304,3 +304,57 @@ def test_correctness_incentive_matches_the_rewards(e: float, steps: int, right_b
     assert correctness_incentive(alpha, beta, e, steps) == pytest.approx(change, abs=1e-9)
     if alpha >= 1.6 * beta:
         assert correctness_incentive(alpha, beta, e, steps) >= -1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# Credit per step (training.step_credit, RLConfig.credit = "step")
+# ---------------------------------------------------------------------------------------------
+def test_step_scores_and_their_standardisation_by_hand() -> None:
+    """PERFECT (e .9 .9 .9, a 1 1 1) and OVERCONFIDENT (e .9 .9, a 0 0), i_t .9 everywhere:
+    s = -(e - a)^2 - |e - i| = -.01 x 3 and -.81 x 2; mean -.33, sd sqrt(.1536)."""
+    from mmboundary.training.step_credit import standardise, step_scores
+
+    analyses = make_analyzer(0.9).analyze([PERFECT, OVERCONFIDENT], [COLUMN] * 2)
+    scores = [step_scores(a, beta=1.0, gamma=1.0) for a in analyses]
+    assert scores == [pytest.approx([-0.01] * 3), pytest.approx([-0.81] * 2)]
+    sd = np.sqrt(0.1536) + 1e-4
+    z = standardise(scores)
+    assert z == [pytest.approx([0.32 / sd] * 3), pytest.approx([-0.48 / sd] * 2)]
+    # beta only (w/o R_CS), a step without a statement, unknown correctness, a lone score
+    assert step_scores(analyses[1], beta=2.0, gamma=0.0) == pytest.approx([-1.62, -1.62])
+    (bare,) = make_analyzer(0.9).analyze([NO_STATEMENTS], [COLUMN])
+    assert step_scores(bare, 1.0, 1.0) == [None, None]
+    unknown = Sample(id="u", dataset="toy", question="?", answers=["2"]).model_dump_json()
+    (blind,) = make_analyzer(0.9).analyze([PERFECT], [unknown])
+    assert step_scores(blind, 1.0, 1.0) == [None] * 3
+    assert standardise([[None, -0.5]]) == [[None, 0.0]]
+
+
+def test_token_advantages_put_each_statement_score_on_its_own_tokens(tiny_model_dir) -> None:
+    """Content tokens keep the completion's advantage; the tokens of ", with total certainty"
+    get the step's z_t; padding keeps the row's value (the loss masks it)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from mmboundary.training.step_credit import standardise, step_scores, token_advantages
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir("llava"))
+    texts = [PERFECT, OVERCONFIDENT]
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, encoded)) + 2
+    ids = torch.tensor([e + [tokenizer.pad_token_id or 0] * (width - len(e)) for e in encoded])
+    mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded])
+    analyses = make_analyzer(0.9).analyze(texts, [COLUMN] * 2)
+    z = standardise([step_scores(a, 1.0, 1.0) for a in analyses])
+    out, credited = token_advantages(torch.tensor([0.7, -0.7]), ids, mask, texts, analyses,
+                                     tokenizer, beta=1.0, gamma=1.0)
+    assert out.shape == ids.shape and credited == 5
+    for b, text in enumerate(texts):
+        statement = [i for i in range(len(encoded[b])) if out[b, i] == pytest.approx(z[b][0])]
+        content = [i for i in range(len(encoded[b])) if out[b, i] == pytest.approx([0.7, -0.7][b])]
+        assert len(statement) + len(content) == len(encoded[b])
+        said = tokenizer.decode([encoded[b][i] for i in statement])
+        assert said.count("total certainty") == text.count("total certainty")
+        kept = tokenizer.decode([encoded[b][i] for i in content])
+        assert "certainty" not in kept and ("circles" in kept or "squares" in kept)
+        assert torch.all(out[b, len(encoded[b]):] == [0.7, -0.7][b])

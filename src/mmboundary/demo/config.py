@@ -117,6 +117,10 @@ class DemoConfig(ConfigBase):
     rl_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
     """Reward weights (alpha, beta, gamma): R = alpha R_KA + beta R_EC + gamma R_CS
     (``RLConfig.alpha`` / ``beta`` / ``gamma``; paper default 1, 1, 1)."""
+    rl_credit: str = "completion"
+    """Who gets which reward in GRPO (``RLConfig.credit``, ours): "completion" (GRPO's one
+    advantage per completion) or "step" (content from R_KA, each statement from its own step's
+    R_EC / R_CS terms; ``training.step_credit``)."""
     rl_calibrator: str = "start_model"
     """Calibrator of R_CS's i_t: "start_model" = fitted on the RL start model's own greedy answers
     to the train split (METHOD.md section 6: the calibrator of the model whose confidence it is);
@@ -180,6 +184,7 @@ class DemoConfig(ConfigBase):
     def __post_init__(self) -> None:
         """Validate on load (a YAML typo fails here, not at stage 5)."""
         from mmboundary.evaluation.baseline_runs import METHODS
+        from mmboundary.training.step_credit import CREDITS
 
         checks = [
             (self.eval_split in ("test", "validation"), "eval_split", "'test' or 'validation'"),
@@ -189,6 +194,7 @@ class DemoConfig(ConfigBase):
              f"one of {ANSWER_STEP_RULES}"),
             (self.rl_calibrator in ("start_model", "given"), "rl_calibrator",
              "'start_model' or 'given'"),
+            (self.rl_credit in CREDITS, "rl_credit", f"one of {CREDITS}"),
             (self.statements_per_level >= 0, "statements_per_level", ">= 0 (0 = the full bank)"),
             (len(self.rl_weights) == 3 and min(self.rl_weights) >= 0, "rl_weights",
              "three non-negative weights alpha, beta, gamma"),

@@ -248,7 +248,7 @@ def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calib
                       per_device_train_batch_size=config.rl_batch,
                       learning_rate=config.rl_lr, kl_beta=config.rl_kl_beta,
                       alpha=config.rl_weights[0], beta=config.rl_weights[1],
-                      gamma=config.rl_weights[2],
+                      gamma=config.rl_weights[2], credit=config.rl_credit,
                       temperature=config.rl_temperature,
                       max_steps=config.rl_steps, max_completion_length=config.max_new_tokens,
                       use_lora=False, seed=config.seed, use_cpu=True, bf16=False,

@@ -26,19 +26,28 @@ IGNORE = -100
 _TRAILING = " \t\n.!?\u2026"
 
 
+def statement_span(text: str, step: Any) -> tuple[int, int] | None:
+    """The ``[start, end)`` of a parsed step's statement in ``text``: from the step's content end
+    to its final punctuation (which stays content: the vanilla step ended with it); ``None`` for
+    a step without one.
+
+    >>> from mmboundary.text import parse_steps
+    >>> text = "There are 2 circles, but I'm not sure."
+    >>> start, end = statement_span(text, parse_steps(text)[0])
+    >>> text[start:end]
+    ", but I'm not sure"
+    """
+    if step.statement is None or step.content_end is None:
+        return None
+    stop = step.start + len(text[step.start:step.end].rstrip(_TRAILING))
+    return (step.content_end, stop) if stop > step.content_end else None
+
+
 def statement_char_spans(texts: list[str], parser: Any) -> list[list[tuple[int, int]]]:
-    """Per text, the ``[start, end)`` of each step's statement: from the step's content end to its
-    final punctuation (which stays content: the vanilla step ended with it)."""
+    """Per text, the :func:`statement_span` of each step that has a statement."""
     out: list[list[tuple[int, int]]] = []
     for text, steps in zip(texts, parser.parse_many(texts), strict=True):
-        spans = []
-        for step in steps:
-            if step.statement is None or step.content_end is None:
-                continue
-            stop = step.start + len(text[step.start:step.end].rstrip(_TRAILING))
-            if stop > step.content_end:
-                spans.append((step.content_end, stop))
-        out.append(spans)
+        out.append([span for step in steps if (span := statement_span(text, step)) is not None])
     return out
 
 

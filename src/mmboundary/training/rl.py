@@ -278,12 +278,22 @@ def train_rl(config: RLConfig, heldout_metrics: Any = None) -> Path:
 
         callbacks.append(heldout_evaluation(config, policy, analyzer, funcs,
                                             out / "heldout_log.jsonl", heldout_metrics).callback())
-    trainer = GRPOTrainer(model=policy.model, reward_funcs=funcs,
-                          args=grpo_args(config, weights), train_dataset=dataset,
-                          processing_class=policy.processor, peft_config=_peft_config(config, policy.model),
-                          callbacks=callbacks)
-    logger.info("RL: %d samples, rewards %s, weights %s", len(samples),
-                [f.func.__name__ for f in funcs], weights)
+    trainer_class, extra = GRPOTrainer, {}
+    if config.credit == "step":  # training.step_credit: R_EC / R_CS go to the statements alone
+        from mmboundary.training.step_credit import step_credit_trainer_class
+
+        trainer_class = step_credit_trainer_class()
+        extra = {"analyzer": analyzer, "beta": config.beta, "gamma": config.gamma}
+        weights = [w if f.func not in (R.expected_calibration_reward,
+                                       R.confidence_self_calibration_reward) else 0.0
+                   for f, w in zip(funcs, weights, strict=True)]
+    trainer = trainer_class(model=policy.model, reward_funcs=funcs,
+                            args=grpo_args(config, weights), train_dataset=dataset,
+                            processing_class=policy.processor,
+                            peft_config=_peft_config(config, policy.model), callbacks=callbacks,
+                            **extra)
+    logger.info("RL: %d samples, rewards %s, weights %s, credit %s", len(samples),
+                [f.func.__name__ for f in funcs], weights, config.credit)
     paid_wrong = -R.correctness_incentive(weights[0], weights[1], 0.1, 1)
     if paid_wrong > 0:  # docs/RL.md, "What the weighted sum pays for a right step"
         logger.info("RL: at alpha %.3g, beta %.3g a step stated at level 1 (0.1) earns %.3g / T "

@@ -118,6 +118,10 @@ class RLConfig(ConfigBase):
     """Nucleus sampling of the rollouts."""
     scale_rewards: str = "group"
     """TRL advantage scaling: "group" (GRPO), "batch" or "none" (Dr. GRPO)."""
+    credit: str = "completion"
+    """Who gets which reward (ours): "completion" = GRPO's one advantage per completion from
+    the weighted sum (the default); "step" = content tokens from alpha R_KA (+ format) only,
+    each statement's tokens from its own step's R_EC / R_CS terms (``training.step_credit``)."""
     seed: int = 0
     """Seed of the trainer (sampling, LoRA init, data order)."""
     logging_steps: int = 1
@@ -194,6 +198,11 @@ class RLConfig(ConfigBase):
             raise ValueError(f"RLConfig: eval_every and eval_samples must be >= 0 and "
                              f"eval_batch_size >= 1, got {self.eval_every}, "
                              f"{self.eval_samples}, {self.eval_batch_size}")
+        from mmboundary.training.step_credit import CREDITS
+
+        if self.credit not in CREDITS:
+            raise ValueError(f"RLConfig.credit: expected one of {list(CREDITS)}, got "
+                             f"{self.credit!r}")
         if self.num_generations < 2:
             raise ValueError(f"RLConfig.num_generations: GRPO needs >= 2 per group, got "
                              f"{self.num_generations}")

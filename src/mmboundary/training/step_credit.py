@@ -1,0 +1,126 @@
+"""Credit per step for the confidence statements in GRPO (ours; ``RLConfig.credit = "step"``).
+
+GRPO gives every token of a completion one advantage: the group-normalised total reward. The
+statements then get what R_EC and R_CS add to the whole completion's total, a small share next to
+what the content gets from R_KA (README, "RL strength"), and an R_EC weighted up enough to matter
+pays the policy to make steps stated at level 1 wrong (``training.rewards.correctness_incentive``).
+With ``credit = "step"`` the two are paid apart:
+
+- content tokens keep GRPO's advantage, computed from alpha R_KA (+ format_weight F) only: R_EC
+  and R_CS are left out of the completion's reward (both are still computed and logged);
+- the tokens of step t's statement (``training.distill.statement_span``) get z_t, the step's own
+  score ``s_t = -beta (e_t - a_t)^2 - gamma |e_t - i_t|`` (the terms R_EC and R_CS average over
+  steps) standardised over the scored statements of the local batch,
+  ``z_t = (s_t - mean) / (std + 1e-4)``.
+
+A statement is then paid for saying how likely its own step is right (and for agreeing with the
+internal level), the content for being right. A step without a statement, or whose a_t is
+unknown, gives no statement credit; the gamma term is left out where i_t is unknown (NaN). The
+paper's PPO has a critic that could learn such credit per token; GRPO here has none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmboundary.training.distill import statement_span
+
+if TYPE_CHECKING:
+    from mmboundary.training.step_analysis import StepAnalysis, StepAnalyzer
+
+CREDITS = ("completion", "step")
+
+
+def step_scores(analysis: StepAnalysis, beta: float, gamma: float) -> list[float | None]:
+    """Per step, ``-beta (e_t - a_t)^2 - gamma |e_t - i_t|``; ``None`` for a step without a
+    statement or when the completion's step correctness is unknown."""
+    steps = len(analysis.steps)
+    if analysis.step_correct is None:
+        return [None] * steps
+    internal = analysis.internal if analysis.internal else [math.nan] * steps
+    out: list[float | None] = []
+    for has, e, a, i in zip(analysis.has_statement, analysis.expressed, analysis.step_correct,
+                            internal, strict=True):
+        if not has:
+            out.append(None)
+            continue
+        score = -beta * (e - a) ** 2
+        if gamma and math.isfinite(i):
+            score -= gamma * abs(e - i)
+        out.append(score)
+    return out
+
+
+def standardise(scores: Sequence[Sequence[float | None]]) -> list[list[float | None]]:
+    """``(s - mean) / (std + 1e-4)`` over every non-None score of the batch; all 0 when fewer
+    than two scores (nothing to compare)."""
+    flat = [s for row in scores for s in row if s is not None]
+    if len(flat) < 2:
+        return [[None if s is None else 0.0 for s in row] for row in scores]
+    mean, std = float(np.mean(flat)), float(np.std(flat))
+    return [[None if s is None else (s - mean) / (std + 1e-4) for s in row] for row in scores]
+
+
+def token_advantages(advantages: Any, completion_ids: Any, completion_mask: Any,
+                     texts: Sequence[str], analyses: Sequence[StepAnalysis], tokenizer: Any,
+                     beta: float, gamma: float) -> tuple[Any, int]:
+    """``[B, T]`` advantages: each row's completion advantage, with the tokens overlapping a
+    scored statement set to that statement's z_t. Also returns how many statements got credit.
+
+    ``texts[b]`` is completion ``b`` decoded (the text ``analyses[b]`` parsed)."""
+    import torch
+
+    from mmboundary.models.token_stats import decode_offsets
+
+    out = advantages.reshape(-1, 1).expand_as(completion_ids).clone().float()
+    z = standardise([step_scores(a, beta, gamma) for a in analyses])
+    credited = 0
+    for b, (text, analysis, row) in enumerate(zip(texts, analyses, z, strict=True)):
+        positions = completion_mask[b].nonzero().flatten().tolist()
+        spans = [(statement_span(text, step), value)
+                 for step, value in zip(analysis.steps, row, strict=True) if value is not None]
+        spans = [(span, value) for span, value in spans if span is not None]
+        if not spans:
+            continue
+        offsets = decode_offsets(tokenizer, completion_ids[b, positions].tolist(), text)
+        for (start, end), value in spans:
+            hit = [p for p, (s, e) in zip(positions, offsets, strict=True)
+                   if e > s and s < end and start < e]
+            if hit:
+                out[b, torch.tensor(hit)] = float(value)
+                credited += 1
+    return out, credited
+
+
+def step_credit_trainer_class() -> type:
+    """TRL's ``GRPOTrainer`` with per-step statement credit (module docstring). Give it the
+    reward weights with beta and gamma set to 0 (the completion's advantage is alpha R_KA + F)
+    and pass the analyzer and the real beta / gamma to the constructor."""
+    from trl import GRPOTrainer
+
+    class StepCreditGRPOTrainer(GRPOTrainer):
+        def __init__(self, *args: Any, analyzer: StepAnalyzer, beta: float, gamma: float,
+                     **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._credit = (analyzer, beta, gamma)
+
+        def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+            output = super()._generate_and_score_completions(inputs)
+            analyzer, beta, gamma = self._credit
+            ids, mask = output["completion_ids"], output["completion_mask"]
+            texts = self.processing_class.batch_decode(ids, skip_special_tokens=True)
+            analyses = analyzer.analyze(texts, [x["sample"] for x in inputs],
+                                        image=[x.get("image") for x in inputs],
+                                        trainer_state=self.state)
+            tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+            output["advantages"], credited = token_advantages(
+                output["advantages"], ids, mask, texts, analyses, tokenizer, beta, gamma)
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["mmb/credited_statements"].append(float(credited))
+            return output
+
+    return StepCreditGRPOTrainer
