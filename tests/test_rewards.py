@@ -320,10 +320,11 @@ def test_step_scores_and_their_standardisation_by_hand() -> None:
     sd = np.sqrt(0.1536) + 1e-4
     z = standardise(scores)
     assert z == [pytest.approx([0.32 / sd] * 3), pytest.approx([-0.48 / sd] * 2)]
-    # beta only (w/o R_CS), a step without a statement, unknown correctness, a lone score
+    # beta only (w/o R_CS); steps without a statement count e = 0.5 as in R_EC (right steps:
+    # -(.5 - 1)^2 - |.5 - .9| = -.65); unknown correctness; a lone score
     assert step_scores(analyses[1], beta=2.0, gamma=0.0) == pytest.approx([-1.62, -1.62])
     (bare,) = make_analyzer(0.9).analyze([NO_STATEMENTS], [COLUMN])
-    assert step_scores(bare, 1.0, 1.0) == [None, None]
+    assert step_scores(bare, 1.0, 1.0) == pytest.approx([-0.65, -0.65])
     unknown = Sample(id="u", dataset="toy", question="?", answers=["2"]).model_dump_json()
     (blind,) = make_analyzer(0.9).analyze([PERFECT], [unknown])
     assert step_scores(blind, 1.0, 1.0) == [None] * 3
@@ -358,3 +359,35 @@ def test_token_advantages_put_each_statement_score_on_its_own_tokens(tiny_model_
         kept = tokenizer.decode([encoded[b][i] for i in content])
         assert "certainty" not in kept and ("circles" in kept or "squares" in kept)
         assert torch.all(out[b, len(encoded[b]):] == [0.7, -0.7][b])
+
+
+def test_a_step_without_statement_is_credited_on_its_final_punctuation(tiny_model_dir) -> None:
+    """NO_STATEMENTS's two steps (no statement, right: s = -.65 each) beside PERFECT's three
+    (-.01 each): the steps' final "." carry the bare steps' z; nothing else of them changes."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from mmboundary.training.step_credit import (
+        credit_span,
+        standardise,
+        step_scores,
+        token_advantages,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir("llava"))
+    texts = [NO_STATEMENTS, PERFECT]
+    analyses = make_analyzer(0.9).analyze(texts, [COLUMN] * 2)
+    assert [NO_STATEMENTS[slice(*credit_span(NO_STATEMENTS, st))] for st in analyses[0].steps] \
+        == [".", "."]
+    z = standardise([step_scores(a, 1.0, 1.0) for a in analyses])
+    assert z[0][0] == pytest.approx(-0.384 / (np.sqrt(0.098304) + 1e-4))  # mean -.266
+    encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, encoded))
+    ids = torch.tensor([e + [0] * (width - len(e)) for e in encoded])
+    mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded])
+    out, credited = token_advantages(torch.tensor([0.3, 0.3]), ids, mask, texts, analyses,
+                                     tokenizer, beta=1.0, gamma=1.0)
+    assert credited == 5
+    hit = [i for i in range(len(encoded[0])) if out[0, i] != pytest.approx(0.3)]
+    assert len(hit) == 2 and all(out[0, i] == pytest.approx(z[0][0]) for i in hit)
+    assert all(tokenizer.decode([encoded[0][i]]).strip().endswith(".") for i in hit)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 IGNORE = -100
-_TRAILING = " \t\n.!?\u2026"
+STEP_END_CHARS = " \t\n.!?\u2026"  # what ends a step after its content or statement
 
 
 def statement_span(text: str, step: Any) -> tuple[int, int] | None:
@@ -39,7 +39,7 @@ def statement_span(text: str, step: Any) -> tuple[int, int] | None:
     """
     if step.statement is None or step.content_end is None:
         return None
-    stop = step.start + len(text[step.start:step.end].rstrip(_TRAILING))
+    stop = step.start + len(text[step.start:step.end].rstrip(STEP_END_CHARS))
     return (step.content_end, stop) if stop > step.content_end else None
 
 

@@ -14,8 +14,12 @@ With ``credit = "step"`` the two are paid apart:
   ``z_t = (s_t - mean) / (std + 1e-4)``.
 
 A statement is then paid for saying how likely its own step is right (and for agreeing with the
-internal level), the content for being right. A step without a statement, or whose a_t is
-unknown, gives no statement credit; the gamma term is left out where i_t is unknown (NaN). The
+internal level), the content for being right. A step without a statement is scored as R_EC scores
+it (e_t = 0.5, ``judging.rules.MISSING_STATEMENT_CONFIDENCE``) and the score goes to its final
+punctuation, the token that ended the step instead of a statement: without that, a statement
+scored below the batch mean is pushed down as a whole, its shared ", but I" included, and nothing
+pushes back (measured at lr 2e-4: the statements vanished, step coverage 1.00 -> .26 in 60 steps).
+No credit where a_t is unknown; the gamma term is left out where i_t is unknown (NaN). The
 paper's PPO has a critic that could learn such credit per token; GRPO here has none.
 """
 
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmboundary.training.distill import statement_span
+from mmboundary.training.distill import STEP_END_CHARS, statement_span
 
 if TYPE_CHECKING:
     from mmboundary.training.step_analysis import StepAnalysis, StepAnalyzer
@@ -36,23 +40,28 @@ CREDITS = ("completion", "step")
 
 
 def step_scores(analysis: StepAnalysis, beta: float, gamma: float) -> list[float | None]:
-    """Per step, ``-beta (e_t - a_t)^2 - gamma |e_t - i_t|``; ``None`` for a step without a
-    statement or when the completion's step correctness is unknown."""
+    """Per step, ``-beta (e_t - a_t)^2 - gamma |e_t - i_t|`` (e_t = 0.5 for a step without a
+    statement, as in R_EC); all ``None`` when the completion's step correctness is unknown."""
     steps = len(analysis.steps)
     if analysis.step_correct is None:
         return [None] * steps
     internal = analysis.internal if analysis.internal else [math.nan] * steps
     out: list[float | None] = []
-    for has, e, a, i in zip(analysis.has_statement, analysis.expressed, analysis.step_correct,
-                            internal, strict=True):
-        if not has:
-            out.append(None)
-            continue
+    for e, a, i in zip(analysis.expressed, analysis.step_correct, internal, strict=True):
         score = -beta * (e - a) ** 2
         if gamma and math.isfinite(i):
             score -= gamma * abs(e - i)
         out.append(score)
     return out
+
+
+def credit_span(text: str, step: Any) -> tuple[int, int] | None:
+    """Where a step's score goes: its statement (``statement_span``), or for a step without one
+    its final punctuation (``None`` if it has none)."""
+    if step.statement is not None:
+        return statement_span(text, step)
+    stop = step.start + len(text[step.start:step.end].rstrip(STEP_END_CHARS))
+    return (stop, step.end) if step.end > stop else None
 
 
 def standardise(scores: Sequence[Sequence[float | None]]) -> list[list[float | None]]:
@@ -69,7 +78,8 @@ def token_advantages(advantages: Any, completion_ids: Any, completion_mask: Any,
                      texts: Sequence[str], analyses: Sequence[StepAnalysis], tokenizer: Any,
                      beta: float, gamma: float) -> tuple[Any, int]:
     """``[B, T]`` advantages: each row's completion advantage, with the tokens overlapping a
-    scored statement set to that statement's z_t. Also returns how many statements got credit.
+    scored step's :func:`credit_span` set to that step's z_t. Also returns how many steps got
+    credit.
 
     ``texts[b]`` is completion ``b`` decoded (the text ``analyses[b]`` parsed)."""
     import torch
@@ -81,7 +91,7 @@ def token_advantages(advantages: Any, completion_ids: Any, completion_mask: Any,
     credited = 0
     for b, (text, analysis, row) in enumerate(zip(texts, analyses, z, strict=True)):
         positions = completion_mask[b].nonzero().flatten().tolist()
-        spans = [(statement_span(text, step), value)
+        spans = [(credit_span(text, step), value)
                  for step, value in zip(analysis.steps, row, strict=True) if value is not None]
         spans = [(span, value) for span, value in spans if span is not None]
         if not spans:
