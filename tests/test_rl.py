@@ -185,3 +185,13 @@ def test_step_credit_run(world, tmp_path: Path, monkeypatch) -> None:
     assert row["mmb/credited_statements"] == 0.0
     for name in REWARDS:
         assert f"rewards/{name}/mean" in row
+
+
+def test_step_credit_refuses_a_trl_without_per_token_advantages(monkeypatch) -> None:
+    import trl
+
+    from mmboundary.training.step_credit import MIN_TRL, step_credit_trainer_class
+
+    monkeypatch.setattr(trl, "__version__", "0.25.0")
+    with pytest.raises(RuntimeError, match=f"needs trl >= {MIN_TRL}.*installed: 0.25.0"):
+        step_credit_trainer_class()

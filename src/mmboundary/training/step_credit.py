@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from mmboundary.training.step_analysis import StepAnalysis, StepAnalyzer
 
 CREDITS = ("completion", "step")
+MIN_TRL = "1.16"
 
 
 def step_scores(analysis: StepAnalysis, beta: float, gamma: float) -> list[float | None]:
@@ -109,8 +110,17 @@ def token_advantages(advantages: Any, completion_ids: Any, completion_mask: Any,
 def step_credit_trainer_class() -> type:
     """TRL's ``GRPOTrainer`` with per-step statement credit (module docstring). Give it the
     reward weights with beta and gamma set to 0 (the completion's advantage is alpha R_KA + F)
-    and pass the analyzer and the real beta / gamma to the constructor."""
+    and pass the analyzer and the real beta / gamma to the constructor.
+
+    Needs TRL >= ``MIN_TRL`` (the version tested): its loss takes advantages ``[B, T]``; an older
+    one would broadcast them wrongly, so it is refused."""
+    import trl
+    from packaging.version import Version
     from trl import GRPOTrainer
+
+    if Version(trl.__version__) < Version(MIN_TRL):
+        raise RuntimeError(f"RLConfig.credit='step' needs trl >= {MIN_TRL} (per-token advantages "
+                           f"in GRPOTrainer's loss); installed: {trl.__version__}")
 
     class StepCreditGRPOTrainer(GRPOTrainer):
         def __init__(self, *args: Any, analyzer: StepAnalyzer, beta: float, gamma: float,
