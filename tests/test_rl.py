@@ -180,9 +180,9 @@ def test_step_credit_run(world, tmp_path: Path, monkeypatch) -> None:
     train_rl(config)
     assert seen["weights"] == [1.0, 0.0, 0.0, 0.0]  # alpha, beta, gamma, format
     (row,) = _read_log(tmp_path / "out" / "reward_log.jsonl")
-    # only the step-credit trainer logs it (a random tiny model writes no statements: 0 here;
-    # the token placement itself is tested in test_rewards.py)
-    assert row["mmb/credited_statements"] == 0.0
+    # only the step-credit trainer logs it (the token placement itself is tested in
+    # test_rewards.py on crafted completions; this random tiny model writes no real steps)
+    assert "mmb/credited_steps" in row and row["mmb/credited_steps"] >= 0.0
     for name in REWARDS:
         assert f"rewards/{name}/mean" in row
 

@@ -140,7 +140,7 @@ def step_credit_trainer_class() -> type:
             output["advantages"], credited = token_advantages(
                 output["advantages"], ids, mask, texts, analyses, tokenizer, beta, gamma)
             mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["mmb/credited_statements"].append(float(credited))
+            self._metrics[mode]["mmb/credited_steps"].append(float(credited))
             return output
 
     return StepCreditGRPOTrainer
