@@ -23,7 +23,12 @@ from __future__ import annotations
 from typing import Any
 
 IGNORE = -100
-STEP_END_CHARS = " \t\n.!?\u2026"  # what ends a step after its content or statement
+_STEP_END = " \t\n.!?\u2026"  # what ends a step after its content or statement
+
+
+def words_end(text: str, step: Any) -> int:
+    """Where a parsed step's words end in ``text``: before its final punctuation and space."""
+    return step.start + len(text[step.start:step.end].rstrip(_STEP_END))
 
 
 def statement_span(text: str, step: Any) -> tuple[int, int] | None:
@@ -39,7 +44,7 @@ def statement_span(text: str, step: Any) -> tuple[int, int] | None:
     """
     if step.statement is None or step.content_end is None:
         return None
-    stop = step.start + len(text[step.start:step.end].rstrip(STEP_END_CHARS))
+    stop = words_end(text, step)
     return (step.content_end, stop) if stop > step.content_end else None
 
 

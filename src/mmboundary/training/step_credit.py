@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmboundary.training.distill import STEP_END_CHARS, statement_span
+from mmboundary.training.distill import statement_span, words_end
 
 if TYPE_CHECKING:
     from mmboundary.training.step_analysis import StepAnalysis, StepAnalyzer
@@ -61,7 +61,7 @@ def credit_span(text: str, step: Any) -> tuple[int, int] | None:
     its final punctuation (``None`` if it has none)."""
     if step.statement is not None:
         return statement_span(text, step)
-    stop = step.start + len(text[step.start:step.end].rstrip(STEP_END_CHARS))
+    stop = words_end(text, step)
     return (stop, step.end) if step.end > stop else None
 
 
