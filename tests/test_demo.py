@@ -152,7 +152,40 @@ def test_demo_config_is_validated_on_load(tmp_path):
     path = tmp_path / "demo.yaml"
     for text, field in [("eval_split: tset\n", "eval_split"), ("ablations: [wo_foo]\n", "ablations"),
                         ("rl_batch: 10\nrl_generations: 4\n", "rl_batch"),
-                        ("baselines: [constant]\n", "baselines")]:
+                        ("baselines: [constant]\n", "baselines"),
+                        ("sft_teacher: probes\n", "sft_teacher")]:
         path.write_text(text)
         with pytest.raises(ValueError, match=f"DemoConfig.{field}"):
             DemoConfig.from_yaml(path)
+
+
+def test_warmup_with_the_probe_teacher_says_the_probe_levels(tmp_path):
+    """``sft_teacher: probe`` (issue #12): the warm-up data carry the cross-fitted probe's levels;
+    the calibrator of C (the Internal C row, R_CS) is the one the internal teacher fits."""
+    from collections import Counter
+
+    import torch
+
+    from mmboundary.confidence import ConfidenceCalibrator
+    from mmboundary.data.io import read_responses
+    from mmboundary.demo.stages import make_world, vanilla_estimates, warmup
+    from mmboundary.shapesworld.scenes import shipped_world_clip_path, shipped_world_model_path
+
+    torch.set_num_threads(1)
+    config = replace(PRESETS["quick"], out_dir=str(tmp_path / "probe"), sft_teacher="probe",
+                     threads=1)
+    world = make_world(config)
+    est = vanilla_estimates(config, world, shipped_world_model_path(), shipped_world_clip_path())
+    sft = warmup(config, world, est, shipped_world_model_path())
+    taught = json.loads((config.out / "sft-mmboundary" / "probe_teacher.json").read_text())
+    assert sft["teacher"] == "probe" and sft["probe_teacher"] == taught
+    leveled = read_responses(config.out / "sft-mmboundary" / "estimates.jsonl")
+    levels = Counter(s.level for r in leveled for s in r.steps)
+    assert sum(taught["counts"].values()) + taught["kept_internal"] == sum(levels.values())
+    assert {int(k): v for k, v in sft["levels"].items()} == dict(levels)  # what the data say
+    # C's levels are still the calibrator's: the probe changed `changed` of them
+    calibrator = ConfidenceCalibrator.load(sft["calibrator"])
+    by_c = [int(calibrator.levels_.level(s.confidence)) for r in leveled for s in r.steps
+            if s.confidence is not None]
+    by_probe = [s.level for r in leveled for s in r.steps if s.confidence is not None]
+    assert sum(a != b for a, b in zip(by_c, by_probe, strict=True)) == taught["changed"] > 0

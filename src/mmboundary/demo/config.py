@@ -14,6 +14,8 @@ from mmboundary.training.config_base import ConfigBase
 #: (``wo_rl``) and RL without warm-up (``drl``)
 ABLATIONS = ("wo_rl", "w_max", "wo_lnlp", "wo_mte", "wo_tokensar", "wo_clips", "wo_ssmap",
              "wo_ka", "wo_ec", "wo_cs", "drl")
+#: whose levels the warm-up teaches (``DemoConfig.sft_teacher``)
+SFT_TEACHERS = ("internal", "probe")
 
 
 @dataclass
@@ -98,6 +100,13 @@ class DemoConfig(ConfigBase):
     sft_content_weight: float = 1.0
     """Warm-up cross-entropy weight on content tokens relative to statement tokens
     (``SFTConfig.content_weight``; 0 with ``sft_distill`` > 0: content taught by the KL alone)."""
+    sft_teacher: str = "internal"
+    """Whose levels the warm-up's statements say: ``internal`` (the paper's: the level of each
+    step's fused internal confidence C) or ``probe`` (ours, ``training.probe_teacher``: the
+    level of a linear probe on the vanilla model's hidden state at the step's last content
+    token, cross-fitted over the train questions, cut by the accuracy rule). The Internal C row
+    and R_CS's i_t stay C's. Validation (README "A teacher that knows more"): the warm-up's
+    statements beat Internal C's MECE 2x, but cost accuracy, and RL's R_CS pulls them back."""
     rl_steps: int = 60
     """GRPO optimizer steps."""
     rl_lr: float = 5e-5
@@ -195,6 +204,7 @@ class DemoConfig(ConfigBase):
             (self.rl_calibrator in ("start_model", "given"), "rl_calibrator",
              "'start_model' or 'given'"),
             (self.rl_credit in CREDITS, "rl_credit", f"one of {CREDITS}"),
+            (self.sft_teacher in SFT_TEACHERS, "sft_teacher", f"one of {SFT_TEACHERS}"),
             (self.statements_per_level >= 0, "statements_per_level", ">= 0 (0 = the full bank)"),
             (len(self.rl_weights) == 3 and min(self.rl_weights) >= 0, "rl_weights",
              "three non-negative weights alpha, beta, gamma"),

@@ -148,6 +148,12 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
         calibrator = calibrator_variant(variant, config).fit(
             [s.raw_scores for r in ok for s in r.steps], labels, [len(r.steps) for r in ok])
         InternalConfidenceScorer(None, calibrator).calibrate(ok)  # raw scores are in the file
+        teacher = None
+        if config.sft_teacher == "probe" and variant == "mmboundary":
+            teacher = _probe_teacher(config, world, ok, vanilla, labels)
+            from mmboundary.data.io import write_json_atomic
+
+            write_json_atomic(folder / "probe_teacher.json", teacher)
         leveled = folder / "estimates.jsonl"
         write_jsonl_atomic(leveled, [r.model_dump(mode="json") for r in ok])
         calibrator.save(folder / "calibrator.json")
@@ -170,9 +176,33 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
         return {"model": str(model), "calibrator": str(folder / "calibrator.json"),
                 "records": summary.records, "levels": summary.levels,
                 "level_rule": calibrator.levels.rule,
-                "loss": _loss_curve(folder / "run" / "train_log.json")}
+                "loss": _loss_curve(folder / "run" / "train_log.json"),
+                **({"teacher": "probe", "probe_teacher": teacher} if teacher else {})}
 
     return cached_stage(folder, config.fresh, run)
+
+
+def _probe_teacher(config: DemoConfig, world: dict[str, Any], responses: list, vanilla: Path,
+                   labels: list[float | None] | None) -> dict[str, Any]:
+    """``sft_teacher == "probe"``: each step of the vanilla model's train answers gets the level
+    of a cross-fitted linear probe on its hidden state (``training.probe_teacher``), in place;
+    returns what was done (cuts, level counts, the probe's cross-fitted AUROC)."""
+    from mmboundary.models.vlm import VLM
+    from mmboundary.shapesworld.scenes import load_image, read_split
+    from mmboundary.training.probe_teacher import step_states, teach_probe_levels
+
+    by_id = {s.id: s for s in read_split(world["train"])}
+    samples = [by_id[r.sample_id] for r in responses]
+    if labels is None:  # the level rule did not need them; the probe does
+        chains = label_steps(samples, responses)
+    else:
+        sizes, chains, at = [len(r.steps) for r in responses], [], 0
+        for n in sizes:
+            chains.append(labels[at:at + n])
+            at += n
+    vlm = VLM.from_pretrained(vanilla, device="cpu", dtype="float32")
+    states = step_states(vlm, samples, responses, load_image, batch_size=config.batch_size)
+    return teach_probe_levels(responses, states, chains, seed=config.seed).to_dict()
 
 
 def _loss_curve(path: Path) -> dict[str, float]:

@@ -1,0 +1,161 @@
+"""The warm-up's levels from the model's own hidden state (ours; issue #12, an option).
+
+MMBoundary's warm-up teaches each step the level of its fused internal confidence C (METHOD.md
+sections 2-3). On ShapesWorld the statements then say what C says and no more, while a linear
+probe on the model's last hidden state knows more (README, "Where the signal is"). This module
+gives the warm-up another teacher: the level of that probe's probability.
+
+- feature: the model's last-layer hidden state at the step's **last content token**, the vector
+  its output layer reads when it is about to write the step's statement (``VLM.hidden_states``,
+  the same feature as ``evaluation.probe``);
+- label: the step's correctness by the one rule set (``demo.stages.label_steps``); steps whose
+  correctness is unknown (unaligned) get a level but do not train the probe;
+- probe: ``evaluation.probe.fit_probe`` (standardised features, L2 logistic regression),
+  **cross-fitted**: the questions are split into ``folds`` groups and every step is scored by the
+  probe fitted on the other groups, so no step's level comes from a probe that saw its label
+  (an in-sample probe would be over-confident on exactly the steps it teaches);
+- levels: ``confidence.LevelCuts(rule="accuracy")`` fitted on the cross-fitted probabilities,
+  so a level's value (2k - 1) / 10 is how often its steps are right, as for C.
+
+A step without a content token (nothing to read the state at) keeps the level it had (C's).
+What it does not change: the calibrator of C (the Internal C row, R_CS's i_t); with this teacher
+R_CS compares the statements with C's levels, which the statements no longer follow
+(README: measured, with and without R_CS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mmboundary.data.schema import Response, Sample
+
+#: default number of question groups the probe is cross-fitted over (ours)
+PROBE_FOLDS = 5
+
+
+@dataclass
+class ProbeLevels:
+    """What ``teach_probe_levels`` did: the level cuts on the probe's probability, the level
+    counts of the taught steps, the cross-fitted probe's AUROC on the labelled steps (how much
+    the teacher knows) and the steps that kept C's level (no content token)."""
+
+    cuts: list[float]
+    counts: dict[int, int]
+    accuracy: dict[int, float | None]
+    crossfit_auroc: float | None
+    labelled: int
+    kept_internal: int
+    folds: int
+    changed: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (level keys as strings, as a JSON file gives them back)."""
+        return {"cuts": self.cuts, "counts": {str(k): v for k, v in self.counts.items()},
+                "accuracy": {str(k): v for k, v in self.accuracy.items()},
+                "crossfit_auroc": self.crossfit_auroc, "labelled": self.labelled,
+                "kept_internal": self.kept_internal, "folds": self.folds,
+                "changed": self.changed, **self.notes}
+
+
+def crossfit_probabilities(features: np.ndarray, correct: np.ndarray, groups: np.ndarray,
+                           folds: int = PROBE_FOLDS, seed: int = 0) -> np.ndarray:
+    """P(correct) of every row from a probe fitted on the other groups' labelled rows.
+
+    ``correct``: 1 / 0, NaN = unknown (scored, never fitted on); ``groups``: the question each
+    row belongs to (a question's steps stay in one fold). Raises ``ValueError`` when there are
+    fewer groups than folds or a fold's training rows hold one class only."""
+    from sklearn.model_selection import GroupKFold
+
+    from mmboundary.evaluation.probe import fit_probe
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(correct, dtype=np.float64)
+    g = np.asarray(groups)
+    if x.ndim != 2 or not len(x) == len(y) == len(g):
+        raise ValueError(f"crossfit_probabilities: features {x.shape}, {len(y)} labels, "
+                         f"{len(g)} groups")
+    if folds < 2:
+        raise ValueError(f"crossfit_probabilities: folds must be >= 2, got {folds}")
+    if len(set(g.tolist())) < folds:
+        raise ValueError(f"crossfit_probabilities: {len(set(g.tolist()))} questions for {folds} "
+                         "folds")
+    known = np.isfinite(y)
+    out = np.full(len(x), np.nan)
+    for train, held in GroupKFold(n_splits=folds).split(x, groups=g):
+        fit_rows = train[known[train]]
+        out[held] = fit_probe(x[fit_rows], y[fit_rows], seed=seed).predict_proba(x[held])[:, 1]
+    return out
+
+
+def step_states(vlm: Any, samples: Sequence[Sample], responses: Sequence[Response],
+                load_image: Callable[[Sample], Any],
+                batch_size: int = 32) -> list[list[np.ndarray | None]]:
+    """Per response, per step: the hidden state at the step's last content token (None when the
+    step has no content token). ``responses[i]`` answers ``samples[i]``; their ``steps`` (with
+    ``content_end``) say where each step's content ends; one teacher-forced pass per batch."""
+    from mmboundary.text import align_steps_to_tokens
+
+    if len(samples) != len(responses):
+        raise ValueError(f"step_states: {len(samples)} samples but {len(responses)} responses")
+    out: list[list[np.ndarray | None]] = []
+    for start in range(0, len(responses), batch_size):
+        chunk = list(responses[start:start + batch_size])
+        batch = list(samples[start:start + batch_size])
+        states = vlm.hidden_states(batch, [load_image(s) for s in batch],
+                                   [r.text for r in chunk], batch_size=batch_size)
+        for response, (hidden, offsets) in zip(chunk, states, strict=True):
+            steps = [s.model_copy() for s in response.steps]
+            align_steps_to_tokens(steps, offsets)
+            out.append([hidden[s.token_end - 1] if (s.token_end or 0) > (s.token_start or 0)
+                        else None for s in steps])
+    return out
+
+
+def teach_probe_levels(responses: Sequence[Response], states: Sequence[Sequence[Any]],
+                       labels: Sequence[Sequence[float | None]], *, folds: int = PROBE_FOLDS,
+                       seed: int = 0) -> ProbeLevels:
+    """Set each step's ``level`` (in place) to the level of its cross-fitted probe probability.
+
+    ``states[i][k]``: step k of response i's hidden state (``step_states``; None = keep its
+    level); ``labels[i][k]``: its correctness (1 / 0 / None)."""
+    from mmboundary.confidence import LevelCuts
+    from mmboundary.evaluation.metrics import auroc
+
+    rows, where, y, groups = [], [], [], []
+    for i, (response, chain, chain_labels) in enumerate(zip(responses, states, labels,
+                                                            strict=True)):
+        if not len(response.steps) == len(chain) == len(chain_labels):
+            raise ValueError(f"teach_probe_levels: response {response.sample_id!r} has "
+                             f"{len(response.steps)} steps, {len(chain)} states, "
+                             f"{len(chain_labels)} labels")
+        for k, (state, label) in enumerate(zip(chain, chain_labels, strict=True)):
+            if state is None:
+                continue
+            rows.append(np.asarray(state, dtype=np.float64))
+            where.append((i, k))
+            y.append(np.nan if label is None else float(label))
+            groups.append(i)
+    if not rows:
+        raise ValueError("teach_probe_levels: no step has a content token to read a state at")
+    x, labels_arr = np.stack(rows), np.asarray(y)
+    p = crossfit_probabilities(x, labels_arr, np.asarray(groups), folds, seed)
+    known = np.isfinite(labels_arr)
+    cuts = LevelCuts(rule="accuracy").fit(p, [None if not k else v
+                                              for k, v in zip(known, labels_arr, strict=True)])
+    levels = cuts.transform(p)
+    changed = 0
+    for (i, k), level in zip(where, levels, strict=True):
+        step = responses[i].steps[k]
+        changed += int(step.level != int(level))
+        step.level = int(level)
+    kept = sum(len(r.steps) for r in responses) - len(where)
+    return ProbeLevels(cuts=[float(c) for c in cuts.cuts_], counts=dict(cuts.counts_),
+                       accuracy=dict(cuts.accuracy_ or {}),
+                       crossfit_auroc=auroc(p[known], labels_arr[known]) if known.any() else None,
+                       labelled=int(known.sum()), kept_internal=kept, folds=folds,
+                       changed=changed)

@@ -1,0 +1,103 @@
+"""The warm-up's probe teacher (``training.probe_teacher``, issue #12): cross-fitting that never
+scores a step with a probe that saw its label, levels by the accuracy rule, states read where
+the statement is written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmboundary.data.schema import Response, Step
+from mmboundary.training.probe_teacher import (
+    crossfit_probabilities,
+    step_states,
+    teach_probe_levels,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _linear(n_questions: int, steps: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=8)
+    x = rng.normal(size=(n_questions * steps, 8))
+    y = (x @ w + 0.3 * rng.normal(size=len(x)) > 0).astype(float)
+    return x, y, np.repeat(np.arange(n_questions), steps)
+
+
+def test_crossfit_scores_each_question_without_its_own_labels() -> None:
+    from mmboundary.evaluation.metrics import auroc
+
+    x, y, g = _linear(60, 4)
+    p = crossfit_probabilities(x, y, g, folds=5)
+    assert np.isfinite(p).all() and auroc(p, y) > 0.9
+    # flipping one question's labels moves the probes of the other folds, never its own score
+    flipped = y.copy()
+    flipped[g == 7] = 1 - flipped[g == 7]
+    q = crossfit_probabilities(x, flipped, g, folds=5)
+    assert q[g == 7] == pytest.approx(p[g == 7])
+    assert not np.allclose(q[g != 7], p[g != 7])
+    # unknown labels are scored and never fitted on: hiding a question's labels = flipping them
+    hidden = y.copy()
+    hidden[g == 7] = np.nan
+    assert crossfit_probabilities(x, hidden, g, folds=5)[g == 7] == pytest.approx(p[g == 7])
+    with pytest.raises(ValueError, match="3 questions for 5 folds"):
+        crossfit_probabilities(x[:12], y[:12], g[:12], folds=5)
+
+
+def _responses(n: int, steps: int) -> list[Response]:
+    return [Response(sample_id=f"q{i}", text="x",
+                     steps=[Step(index=k, text="x", start=0, end=1, level=3)
+                            for k in range(steps)]) for i in range(n)]
+
+
+def test_teach_probe_levels_sets_the_accuracy_rule_levels_of_the_crossfit_probability() -> None:
+    from mmboundary.confidence.fusion import accuracy_cuts, assign_levels
+
+    x, y, g = _linear(80, 3, seed=1)
+    responses = _responses(80, 3)
+    states: list[list[np.ndarray | None]] = [[x[3 * i + k] for k in range(3)] for i in range(80)]
+    states[5][2] = None  # no content token: keeps its level (C's)
+    labels: list[list[float | None]] = [[y[3 * i + k] for k in range(3)] for i in range(80)]
+    labels[9][0] = None  # unaligned: gets a level, never fits the probe
+    done = teach_probe_levels(responses, states, labels, folds=4, seed=0)
+    assert responses[5].steps[2].level == 3 and done.kept_internal == 1
+    assert done.labelled == 238 and sum(done.counts.values()) == 239
+    # the same numbers by hand: cross-fitted p over the rows that have a state, cuts on the
+    # labelled ones
+    rows = [(i, k) for i in range(80) for k in range(3) if (i, k) != (5, 2)]
+    xs = np.stack([x[3 * i + k] for i, k in rows])
+    ys = np.array([np.nan if (i, k) == (9, 0) else y[3 * i + k] for i, k in rows])
+    p = crossfit_probabilities(xs, ys, np.array([i for i, _ in rows]), folds=4)
+    known = np.isfinite(ys)
+    cuts = accuracy_cuts(p[known], ys[known], 5)
+    assert done.cuts == pytest.approx(cuts)
+    assert [responses[i].steps[k].level for i, k in rows] == assign_levels(cuts, p).tolist()
+    assert done.crossfit_auroc > 0.85 and len({s.level for r in responses for s in r.steps}) >= 3
+    with pytest.raises(ValueError, match="'q0' has 3 steps, 2 states"):
+        teach_probe_levels(_responses(1, 3), [[x[0], x[1]]], [[1.0, 0.0, 1.0]])
+
+
+def test_step_states_read_the_last_content_token(tiny_model_dir, tmp_path) -> None:
+    from mmboundary.models.vlm import VLM
+    from mmboundary.shapesworld.scenes import load_image, read_split, write_split
+    from mmboundary.text import default_parser, insert_statement
+
+    samples = read_split(write_split(tmp_path, 2, "train", seed=0))
+    vlm = VLM.from_pretrained(tiny_model_dir("llava"), device="cpu")
+    ref = samples[0].reference.steps
+    text = " ".join([insert_statement(ref[0], "but this is just a guess"), *ref[1:]])
+    responses = [Response(sample_id=s.id, text=t, steps=default_parser().parse(t))
+                 for s, t in ((samples[0], text), (samples[1], "So, the answer is 2."))]
+    states = step_states(vlm, samples, responses, load_image, batch_size=2)
+    assert [len(c) for c in states] == [len(r.steps) for r in responses]
+    hidden, offsets = vlm.hidden_states([samples[0]], [load_image(samples[0])], [text])[0]
+    first = responses[0].steps[0]
+    last = max(i for i, (a, _) in enumerate(offsets) if a < first.content_end)
+    assert text[offsets[last][0]:offsets[last][1]].strip() == first.content.split()[-1]
+    assert states[0][0] == pytest.approx(hidden[last], abs=1e-5)
+    assert responses[0].steps[0].token_end is None  # the caller's steps are not touched
