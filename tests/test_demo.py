@@ -161,7 +161,8 @@ def test_demo_config_is_validated_on_load(tmp_path):
 
 def test_warmup_with_the_probe_teacher_says_the_probe_levels(tmp_path):
     """``sft_teacher: probe`` (issue #12): the warm-up data carry the cross-fitted probe's levels;
-    the calibrator of C (the Internal C row, R_CS) is the one the internal teacher fits."""
+    the calibrator of C (the Internal C row) is the one the internal teacher fits; RL gets the
+    start model's own probe for R_CS."""
     from collections import Counter
 
     import torch
@@ -189,3 +190,12 @@ def test_warmup_with_the_probe_teacher_says_the_probe_levels(tmp_path):
             if s.confidence is not None]
     by_probe = [s.level for r in leveled for s in r.steps if s.confidence is not None]
     assert sum(a != b for a, b in zip(by_c, by_probe, strict=True)) == taught["changed"] > 0
+    # R_CS's i_t: a probe of the warm-up model, fitted on its own answers, goes to RL
+    from mmboundary.demo.stages import start_model_calibrator
+    from mmboundary.training.probe_teacher import StepProbe
+
+    fitted = start_model_calibrator(config, world, sft["model"], shipped_world_clip_path(),
+                                    config.out / "rl" / "calibrator.json")
+    probe = StepProbe.load(fitted["probe"])
+    assert fitted["probe_fit"] == probe.info and probe.info["rows"] > 0
+    assert len(probe.coef) == len(probe.mean) == 128  # the world model's hidden width

@@ -101,3 +101,60 @@ def test_step_states_read_the_last_content_token(tiny_model_dir, tmp_path) -> No
     assert text[offsets[last][0]:offsets[last][1]].strip() == first.content.split()[-1]
     assert states[0][0] == pytest.approx(hidden[last], abs=1e-5)
     assert responses[0].steps[0].token_end is None  # the caller's steps are not touched
+
+
+def test_step_probe_is_the_sklearn_probe_and_round_trips(tmp_path) -> None:
+    from mmboundary.confidence.fusion import accuracy_cuts
+    from mmboundary.evaluation.probe import fit_probe
+    from mmboundary.training.probe_teacher import StepProbe, fit_step_probe
+
+    x, y, g = _linear(60, 4, seed=2)
+    probe, p = fit_step_probe(x, y, g, folds=5)
+    assert probe.probability(x) == pytest.approx(fit_probe(x, y).predict_proba(x)[:, 1], abs=1e-9)
+    assert probe.cuts == pytest.approx(accuracy_cuts(p, y, 5))  # cut on the cross-fitted p
+    assert p == pytest.approx(crossfit_probabilities(x, y, g, folds=5))
+    loaded = StepProbe.load(probe.save(tmp_path / "probe.json"))
+    assert loaded.levels(x).tolist() == probe.levels(x).tolist()
+    assert loaded.info["labelled"] == 240 and loaded.info["crossfit_auroc"] > 0.85
+    with pytest.raises(ValueError, match="width 4"):
+        probe.probability(x[:, :4])
+    (tmp_path / "bad.json").write_text('{"kind": "step_probe", "mean": [1.0]}')
+    with pytest.raises(ValueError, match="bad.json: StepProbe field missing"):
+        StepProbe.load(tmp_path / "bad.json")
+    (tmp_path / "calibrator.json").write_text('{"estimators": ["lnlp"]}')
+    with pytest.raises(ValueError, match="not a StepProbe"):
+        StepProbe.load(tmp_path / "calibrator.json")
+
+
+def test_the_scorer_with_a_probe_gives_the_probe_levels_of_its_own_model(tmp_path) -> None:
+    """i_t of R_CS under the probe teacher: the start model's own probe, fitted with its
+    calibrator on its own greedy answers, levels the steps of any text it scores."""
+    from mmboundary.confidence import ConfidenceCalibrator, InternalConfidenceScorer, LevelCuts
+    from mmboundary.demo.stages import label_steps
+    from mmboundary.models.vlm import VLM
+    from mmboundary.shapesworld.scenes import (
+        load_image,
+        read_split,
+        shipped_world_model_path,
+        write_split,
+    )
+
+    samples = read_split(write_split(tmp_path, 40, "train", seed=3))
+    vlm = VLM.from_pretrained(shipped_world_model_path(), device="cpu", dtype="float32")
+    calibrator = ConfidenceCalibrator(estimators=("lnlp", "mte"), levels=LevelCuts(rule="accuracy"))
+    scorer = InternalConfidenceScorer(vlm, calibrator, batch_size=8)
+    with pytest.raises(ValueError, match="probe=True needs label_steps"):
+        scorer.fit_calibrator(samples, probe=True)
+    scorer.fit_calibrator(samples, max_new_tokens=96, label_steps=label_steps, probe=True)
+    assert scorer.probe is not None and scorer.probe.info["rows"] >= 40
+    texts = [" ".join(s.reference.steps) for s in samples[:5]]
+    scored = scorer.score(samples[:5], texts)
+    plain = InternalConfidenceScorer(vlm, scorer.calibrator, batch_size=8).score(samples[:5], texts)
+    states = step_states(vlm, samples[:5], scored, load_image)
+    for response, c_only, chain in zip(scored, plain, states, strict=True):
+        for step, c_step, state in zip(response.steps, c_only.steps, chain, strict=True):
+            assert step.confidence == c_step.confidence  # C is C; only the level is the probe's
+            assert step.level == (c_step.level if state is None
+                                  else int(scorer.probe.levels(state[None])[0]))
+    with pytest.raises(ValueError, match="scale='level'"):
+        InternalConfidenceScorer(vlm, scorer.calibrator, scale="raw", probe=scorer.probe)

@@ -45,6 +45,10 @@ def test_config_checks(tmp_path: Path) -> None:
     base = dict(model=str(tmp_path / "m"), train_file="train.json")
     with pytest.raises(ValueError, match="calibrator"):
         RLConfig(**base).check_ready()
+    with pytest.raises(ValueError, match="RLConfig.probe: the probe's levels need a calibrator"):
+        RLConfig(**base, probe="probe.json").check_ready()
+    with pytest.raises(ValueError, match="RLConfig.probe: .* internal_scale='level'"):
+        RLConfig(**base, probe="probe.json", calibrator="c.json", internal_scale="raw").check_ready()
     with pytest.raises(ValueError, match="multiple of num_generations"):
         RLConfig(**base, gamma=0, per_device_train_batch_size=4).check_ready()
     over = RLConfig.from_yaml(CONFIGS / "rl_wo_ka.yaml", max_steps=3, model=None)

@@ -70,6 +70,10 @@ class InternalConfidenceScorer:
         image_loader: sample -> (PIL image, cache key) when no image is passed
             (None = ``pipeline.default_image_loader()``: the sample's image file).
         scale: "level" (default) or "raw", see the module docstring and ``internal_value``.
+        probe: a fitted ``training.probe_teacher.StepProbe`` of this model (ours, optional): a
+            step's level is then the probe's level of the model's hidden state at the step's
+            last content token (a step without a content token keeps C's level); needs
+            ``scale="level"``. The teacher of ``DemoConfig.sft_teacher="probe"``.
 
     ``score`` returns ``Response`` objects (a response that cannot be scored has
     ``meta["error"]``); ``__call__`` is the ``training.step_analysis.InternalConfidence``
@@ -80,7 +84,7 @@ class InternalConfidenceScorer:
                  clip: Any = None, parser: Any = None, parse_statements: bool = True,
                  instruction: str | None = None, include_question: bool = False,
                  batch_size: int = 8, image_loader: ImageLoader | None = None,
-                 scale: Scale = "level") -> None:
+                 scale: Scale = "level", probe: Any = None) -> None:
         if scale not in SCALES:
             raise ValueError(f"InternalConfidenceScorer.scale: expected one of {SCALES}, got "
                              f"{scale!r}")
@@ -90,7 +94,9 @@ class InternalConfidenceScorer:
         self.similarity, self.clip, self.parser = similarity, clip, parser
         self.parse_statements, self.instruction = parse_statements, instruction
         self.include_question, self.batch_size = include_question, batch_size
-        self.image_loader, self.scale = image_loader, scale
+        if probe is not None and scale != "level":
+            raise ValueError("InternalConfidenceScorer: a probe gives levels; use scale='level'")
+        self.image_loader, self.scale, self.probe = image_loader, scale, probe
         self.errors: list[str] = []
 
     # --- raw scores ----------------------------------------------------------------------------
@@ -165,8 +171,46 @@ class InternalConfidenceScorer:
 
     def score(self, samples: Sequence[Sample], responses: Sequence[str | Response | None],
               images: Sequence[Any] | None = None, *, whole: bool = True) -> list[Response]:
-        """``raw`` then ``calibrate``: each step's C and level (see ``raw`` for the arguments)."""
-        return self.calibrate(self.raw(samples, responses, images), whole=whole)
+        """``raw`` then ``calibrate``: each step's C and level (see ``raw`` for the arguments);
+        with a ``probe``, the level is the probe's."""
+        scored = self.calibrate(self.raw(samples, responses, images), whole=whole)
+        if self.probe is not None:
+            self._probe_levels(samples, scored, images, self.probe)
+        return scored
+
+    def _states(self, samples: Sequence[Sample], scored: Sequence[Response],
+                images: Sequence[Any] | None) -> tuple[list[int], list[list[Any]]]:
+        """Hidden states at each step's last content token of the usable responses (their
+        indices, and per response per step the state or None)."""
+        from mmboundary.training.probe_teacher import step_states
+
+        usable = [i for i, r in enumerate(scored) if not failed(r)]
+        loader = self._loader(samples, images)
+        model = getattr(self.vlm, "model", None)
+        was_training = bool(getattr(model, "training", False))
+        if model is not None:
+            model.eval()
+        try:
+            states = step_states(self.vlm, [samples[i] for i in usable],
+                                 [scored[i] for i in usable], lambda s: loader(s)[0],
+                                 batch_size=self.batch_size)
+        finally:
+            if model is not None:
+                model.train(was_training)
+        return usable, states
+
+    def _probe_levels(self, samples: Sequence[Sample], scored: Sequence[Response],
+                      images: Sequence[Any] | None, probe: Any) -> None:
+        import numpy as np
+
+        usable, states = self._states(samples, scored, images)
+        rows = [(i, k, state) for i, chain in zip(usable, states, strict=True)
+                for k, state in enumerate(chain) if state is not None]
+        if not rows:
+            return
+        levels = probe.levels(np.stack([state for _, _, state in rows]))
+        for (i, k, _), level in zip(rows, levels, strict=True):
+            scored[i].steps[k].level = int(level)
 
     def values(self, response: Response) -> list[float]:
         """The response's per-step internal confidence on ``scale`` (NaN where unknown)."""
@@ -194,8 +238,8 @@ class InternalConfidenceScorer:
                        images: Sequence[Any] | None = None, *,
                        max_new_tokens: int = 128,
                        label_steps: Callable[[Sequence[Sample], Sequence[Response]],
-                                             list[list[float | None]]] | None = None
-                       ) -> ConfidenceCalibrator:
+                                             list[list[float | None]]] | None = None,
+                       probe: bool = False, seed: int = 0) -> ConfidenceCalibrator:
         """Fit (a copy of) ``calibrator`` on this model's own steps and use it from now on.
 
         ``responses`` None = the model answers every sample greedily (up to ``max_new_tokens``)
@@ -203,8 +247,13 @@ class InternalConfidenceScorer:
         1)**. ``label_steps(samples, responses)``: each step's correctness against the samples'
         references (``judging.StepRules.step_labels``), needed when the calibrator's level rule
         is ``accuracy``. Returns the fitted calibrator (its ``levels_.counts_`` are the level
-        counts).
+        counts). ``probe``: also fit a ``StepProbe`` on the same steps' hidden states and labels
+        (``training.probe_teacher.fit_step_probe``; needs ``label_steps``) and use it from now on
+        (``self.probe``).
         """
+        if probe and label_steps is None:
+            raise ValueError("InternalConfidenceScorer.fit_calibrator: probe=True needs "
+                             "label_steps (the steps' correctness)")
         needs_labels = self.calibrator.levels.rule == "accuracy"
         if needs_labels and label_steps is None:
             raise ValueError("InternalConfidenceScorer.fit_calibrator: the calibrator's level rule "
@@ -213,6 +262,7 @@ class InternalConfidenceScorer:
         scored = [r for r in self.raw(samples, responses, images, max_new_tokens=max_new_tokens)
                   if not failed(r)]
         labels: list[float | None] | None = None
+        judged: list[list[float | None]] = []
         if label_steps is not None:
             by_id = {s.id: s for s in samples}
             judged = label_steps([by_id[r.sample_id] for r in scored], scored)
@@ -227,4 +277,15 @@ class InternalConfidenceScorer:
             raise ValueError(f"InternalConfidenceScorer.fit_calibrator: "
                              f"{sum(1 for r in raw_scores if r)} scored "
                              f"steps in {len(scored)}/{len(samples)} responses: {err}") from err
+        if probe:
+            from mmboundary.training.probe_teacher import fit_step_probe, step_rows
+
+            by_id = {s.id: s for s in samples}
+            mine = [by_id[r.sample_id] for r in scored]
+            image_of = (None if images is None
+                        else dict(zip([s.id for s in samples], images, strict=True)))
+            _, states = self._states(mine, scored,
+                                     None if image_of is None else [image_of[s.id] for s in mine])
+            x, y, groups, _ = step_rows(states, judged, [r.sample_id for r in scored])
+            self.probe, _ = fit_step_probe(x, y, groups, seed=seed)
         return self.calibrator

@@ -104,9 +104,10 @@ class DemoConfig(ConfigBase):
     """Whose levels the warm-up's statements say: ``internal`` (the paper's: the level of each
     step's fused internal confidence C) or ``probe`` (ours, ``training.probe_teacher``: the
     level of a linear probe on the vanilla model's hidden state at the step's last content
-    token, cross-fitted over the train questions, cut by the accuracy rule). The Internal C row
-    and R_CS's i_t stay C's. Validation (README "A teacher that knows more"): the warm-up's
-    statements beat Internal C's MECE 2x, but cost accuracy, and RL's R_CS pulls them back."""
+    token, cross-fitted over the train questions, cut by the accuracy rule); R_CS's i_t is then
+    a probe fitted on the RL start model's own answers (``RLConfig.probe``). The Internal C row
+    stays C's (the paper's internal confidence). Validation: README "A teacher that knows
+    more"."""
     rl_steps: int = 60
     """GRPO optimizer steps."""
     rl_lr: float = 5e-5
@@ -205,6 +206,8 @@ class DemoConfig(ConfigBase):
              "'start_model' or 'given'"),
             (self.rl_credit in CREDITS, "rl_credit", f"one of {CREDITS}"),
             (self.sft_teacher in SFT_TEACHERS, "sft_teacher", f"one of {SFT_TEACHERS}"),
+            (self.sft_teacher != "probe" or self.rl_calibrator == "start_model", "rl_calibrator",
+             "'start_model' with sft_teacher 'probe' (R_CS's probe is the start model's own)"),
             (self.statements_per_level >= 0, "statements_per_level", ">= 0 (0 = the full bank)"),
             (len(self.rl_weights) == 3 and min(self.rl_weights) >= 0, "rl_weights",
              "three non-negative weights alpha, beta, gamma"),

@@ -236,14 +236,20 @@ def start_model_calibrator(config: DemoConfig, world: dict[str, Any], start_mode
         similarity=default_similarity(), clip=ClipScorer.from_pretrained(clip, device="cpu"),
         batch_size=config.batch_size,
         parser=default_parser("numeric" if variant == "wo_ssmap" else "statement"))
+    probe = config.sft_teacher == "probe" and variant == "mmboundary"
     calibrator = scorer.fit_calibrator(
         samples, max_new_tokens=config.max_new_tokens,
-        label_steps=label_steps if config.level_rule == "accuracy" else None)
+        label_steps=label_steps if config.level_rule == "accuracy" or probe else None,
+        probe=probe, seed=config.seed)
     calibrator.save(path)
+    probe_info = {}
+    if probe:  # i_t = the start model's own probe, the teacher its statements were taught from
+        probe_path = scorer.probe.save(path.with_name("probe.json"))
+        probe_info = {"probe": str(probe_path), "probe_fit": scorer.probe.info}
     answer = getattr(calibrator, "answer_levels_", None)  # answer_step other than "own"
     return {"calibrator": str(path), "samples": len(samples),
             "failed": len(scorer.errors), "levels": calibrator.levels_.counts_,
-            **({"answer_levels": answer.counts_} if answer is not None else {})}
+            **({"answer_levels": answer.counts_} if answer is not None else {}), **probe_info}
 
 
 def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calibrator: str,
@@ -274,6 +280,7 @@ def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calib
         rl = RLConfig(model=start_model, output_dir=str(folder / "run"),
                       train_file=world["train"], max_samples=config.n_rl,
                       calibrator=fitted["calibrator"] if fitted else calibrator,
+                      probe=fitted.get("probe") if fitted else None,
                       clip_model=str(clip), num_generations=config.rl_generations,
                       per_device_train_batch_size=config.rl_batch,
                       learning_rate=config.rl_lr, kl_beta=config.rl_kl_beta,

@@ -18,15 +18,18 @@ gives the warm-up another teacher: the level of that probe's probability.
   so a level's value (2k - 1) / 10 is how often its steps are right, as for C.
 
 A step without a content token (nothing to read the state at) keeps the level it had (C's).
-What it does not change: the calibrator of C (the Internal C row, R_CS's i_t); with this teacher
-R_CS compares the statements with C's levels, which the statements no longer follow
-(README: measured, with and without R_CS).
+What it does not change: the calibrator of C and the Internal C row (the paper's internal
+confidence, a baseline). RL's R_CS, which compares each statement with the scoring model's
+internal level i_t, then takes i_t from the same kind of teacher: a ``StepProbe`` fitted on the
+RL start model's own answers (``InternalConfidenceScorer(probe=...)``, ``RLConfig.probe``), so
+R_CS holds the statements to what they were taught instead of pulling them back to C's levels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,6 +95,107 @@ def crossfit_probabilities(features: np.ndarray, correct: np.ndarray, groups: np
     return out
 
 
+@dataclass
+class StepProbe:
+    """A fitted probe teacher: standardisation, logistic regression and the level cuts on its
+    probability, as plain numbers (JSON; ``save`` / ``load``). ``fit_step_probe`` makes one;
+    ``InternalConfidenceScorer(probe=...)`` uses one for i_t (RL's R_CS, ``RLConfig.probe``)."""
+
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    cuts: list[float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def probability(self, states: np.ndarray) -> np.ndarray:
+        """P(correct) of each row of ``states`` [n, hidden]."""
+        x = np.atleast_2d(np.asarray(states, dtype=np.float64))
+        if x.shape[1] != len(self.coef):
+            raise ValueError(f"StepProbe: states of width {x.shape[1]}, the probe reads "
+                             f"{len(self.coef)} (a probe fitted on another model?)")
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        return 1.0 / (1.0 + np.exp(-(z @ np.asarray(self.coef) + self.intercept)))
+
+    def levels(self, states: np.ndarray) -> np.ndarray:
+        """The level (1..5) of each row's probability."""
+        from mmboundary.confidence.fusion import assign_levels
+
+        return assign_levels(self.cuts, self.probability(states))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "step_probe", "mean": self.mean, "scale": self.scale, "coef": self.coef,
+                "intercept": self.intercept, "cuts": self.cuts, "info": self.info}
+
+    def save(self, path: str | Path) -> Path:
+        from mmboundary.data.io import write_json_atomic
+
+        write_json_atomic(Path(path), self.to_dict())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> StepProbe:
+        import json
+
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict) or data.get("kind") != "step_probe":
+            raise ValueError(f"{path}: not a StepProbe JSON (expected \"kind\": \"step_probe\")")
+        try:
+            return cls(mean=[float(v) for v in data["mean"]],
+                       scale=[float(v) for v in data["scale"]],
+                       coef=[float(v) for v in data["coef"]], intercept=float(data["intercept"]),
+                       cuts=[float(v) for v in data["cuts"]], info=dict(data.get("info") or {}))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: StepProbe field missing or malformed: {err}") from err
+
+
+def fit_step_probe(states: np.ndarray, correct: np.ndarray, groups: np.ndarray,
+                   folds: int = PROBE_FOLDS, seed: int = 0) -> tuple[StepProbe, np.ndarray]:
+    """The probe fitted on every labelled row, with level cuts (accuracy rule) fitted on the
+    **cross-fitted** probabilities of the labelled rows (``crossfit_probabilities``), and those
+    probabilities (NaN labels: scored, not fitted)."""
+    from mmboundary.confidence import LevelCuts
+    from mmboundary.evaluation.metrics import auroc
+    from mmboundary.evaluation.probe import fit_probe
+
+    x, y = np.asarray(states, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    p = crossfit_probabilities(x, y, groups, folds, seed)
+    known = np.isfinite(y)
+    cuts = LevelCuts(rule="accuracy").fit(p, [float(v) if k else None
+                                              for k, v in zip(known, y, strict=True)])
+    pipe = fit_probe(x[known], y[known], seed=seed)
+    scaler, logistic = pipe[0], pipe[-1]
+    info = {"counts": {str(k): v for k, v in cuts.counts_.items()},
+            "accuracy": {str(k): v for k, v in (cuts.accuracy_ or {}).items()},
+            "crossfit_auroc": auroc(p[known], y[known]) if known.any() else None,
+            "labelled": int(known.sum()), "rows": len(x), "folds": folds}
+    probe = StepProbe(mean=scaler.mean_.tolist(), scale=scaler.scale_.tolist(),
+                      coef=logistic.coef_[0].tolist(), intercept=float(logistic.intercept_[0]),
+                      cuts=[float(c) for c in cuts.cuts_], info=info)
+    return probe, p
+
+
+def step_rows(states: Sequence[Sequence[Any]], labels: Sequence[Sequence[float | None]],
+          names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Stack the steps that have a state: features, labels (NaN = unknown), question groups,
+    and where each row came from (response, step)."""
+    rows, y, groups, where = [], [], [], []
+    for i, (chain, chain_labels) in enumerate(zip(states, labels, strict=True)):
+        if len(chain) != len(chain_labels):
+            raise ValueError(f"response {names[i]!r}: {len(chain)} states, {len(chain_labels)} "
+                             "labels")
+        for k, (state, label) in enumerate(zip(chain, chain_labels, strict=True)):
+            if state is None:
+                continue
+            rows.append(np.asarray(state, dtype=np.float64))
+            y.append(np.nan if label is None else float(label))
+            groups.append(i)
+            where.append((i, k))
+    if not rows:
+        raise ValueError("no step has a content token to read a state at")
+    return np.stack(rows), np.asarray(y), np.asarray(groups), where
+
+
 def step_states(vlm: Any, samples: Sequence[Sample], responses: Sequence[Response],
                 load_image: Callable[[Sample], Any],
                 batch_size: int = 32) -> list[list[np.ndarray | None]]:
@@ -123,39 +227,23 @@ def teach_probe_levels(responses: Sequence[Response], states: Sequence[Sequence[
 
     ``states[i][k]``: step k of response i's hidden state (``step_states``; None = keep its
     level); ``labels[i][k]``: its correctness (1 / 0 / None)."""
-    from mmboundary.confidence import LevelCuts
-    from mmboundary.evaluation.metrics import auroc
-
-    rows, where, y, groups = [], [], [], []
-    for i, (response, chain, chain_labels) in enumerate(zip(responses, states, labels,
-                                                            strict=True)):
-        if not len(response.steps) == len(chain) == len(chain_labels):
+    for response, chain in zip(responses, states, strict=True):
+        if len(response.steps) != len(chain):
             raise ValueError(f"teach_probe_levels: response {response.sample_id!r} has "
-                             f"{len(response.steps)} steps, {len(chain)} states, "
-                             f"{len(chain_labels)} labels")
-        for k, (state, label) in enumerate(zip(chain, chain_labels, strict=True)):
-            if state is None:
-                continue
-            rows.append(np.asarray(state, dtype=np.float64))
-            where.append((i, k))
-            y.append(np.nan if label is None else float(label))
-            groups.append(i)
-    if not rows:
-        raise ValueError("teach_probe_levels: no step has a content token to read a state at")
-    x, labels_arr = np.stack(rows), np.asarray(y)
-    p = crossfit_probabilities(x, labels_arr, np.asarray(groups), folds, seed)
-    known = np.isfinite(labels_arr)
-    cuts = LevelCuts(rule="accuracy").fit(p, [None if not k else v
-                                              for k, v in zip(known, labels_arr, strict=True)])
-    levels = cuts.transform(p)
+                             f"{len(response.steps)} steps, {len(chain)} states")
+    x, y, groups, where = step_rows(states, labels, [r.sample_id for r in responses])
+    probe, p = fit_step_probe(x, y, groups, folds, seed)
+    from mmboundary.confidence.fusion import assign_levels
+
+    levels = assign_levels(probe.cuts, p)
     changed = 0
     for (i, k), level in zip(where, levels, strict=True):
         step = responses[i].steps[k]
         changed += int(step.level != int(level))
         step.level = int(level)
     kept = sum(len(r.steps) for r in responses) - len(where)
-    return ProbeLevels(cuts=[float(c) for c in cuts.cuts_], counts=dict(cuts.counts_),
-                       accuracy=dict(cuts.accuracy_ or {}),
-                       crossfit_auroc=auroc(p[known], labels_arr[known]) if known.any() else None,
-                       labelled=int(known.sum()), kept_internal=kept, folds=folds,
-                       changed=changed)
+    info = probe.info
+    return ProbeLevels(cuts=probe.cuts, counts={int(k): v for k, v in info["counts"].items()},
+                       accuracy={int(k): v for k, v in info["accuracy"].items()},
+                       crossfit_auroc=info["crossfit_auroc"], labelled=info["labelled"],
+                       kept_internal=kept, folds=folds, changed=changed)

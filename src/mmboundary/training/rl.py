@@ -113,11 +113,16 @@ def _build_internal(config: RLConfig, policy: Any, similarity: Any, parser: Any)
 
         scorer_vlm = VLM.from_pretrained(config.internal_model or config.model, device=_device())
         scorer_vlm.model.requires_grad_(False)
+    probe = None
+    if config.probe is not None:
+        from mmboundary.training.probe_teacher import StepProbe
+
+        probe = StepProbe.load(config.probe)
     return InternalConfidenceScorer(
         scorer_vlm, calibrator, similarity=similarity, clip=clip, parser=parser,
         instruction=config.instruction, batch_size=config.internal_batch_size,
         image_loader=lambda sample: (sample_image(sample, config.images_dir), sample.id),
-        scale=config.internal_scale)
+        scale=config.internal_scale, probe=probe)
 
 
 def _device() -> str:

@@ -85,6 +85,11 @@ class RLConfig(ConfigBase):
     """Fitted ``ConfidenceCalibrator`` JSON (normalisers + fusion + level cuts) for i_t, fitted on
     the steps of the model that scores i_t (the warm-up model by default; ``mmboundary estimate``
     on its own responses writes it); needed if gamma > 0."""
+    probe: str | None = None
+    """A fitted ``training.probe_teacher.StepProbe`` JSON of the model that scores i_t (ours,
+    optional): i_t = the level value of the probe on that model's hidden state at the step's
+    last content token instead of C's level (``InternalConfidenceScorer(probe=...)``; the demo's
+    ``sft_teacher="probe"``). Needs ``calibrator`` and ``internal_scale="level"``."""
     internal_scale: Literal["level", "raw"] = "level"
     """i_t on the statements' scale: the level value (2k - 1) / 10 of the fused C (default,
     METHOD.md section 6), or the raw fused C ("raw"; not recommended: it rewards always stating
@@ -223,6 +228,9 @@ class RLConfig(ConfigBase):
         if self.eval_every > 0 and (self.eval_file is None or not Path(self.eval_file).is_file()):
             raise FileNotFoundError(f"RLConfig.eval_file: eval_every={self.eval_every} needs a "
                                     f"held-out sample file, got {self.eval_file!r}")
+        if self.probe is not None and (self.calibrator is None or self.internal_scale != "level"):
+            raise ValueError("RLConfig.probe: the probe's levels need a calibrator (its "
+                             "estimators score the steps) and internal_scale='level'")
         if self.gamma > 0 and self.calibrator is None:
             raise ValueError("RLConfig.calibrator: R_CS (gamma > 0) needs the fitted confidence "
                              "calibrator JSON of the warm-up model (`mmboundary estimate` writes "
