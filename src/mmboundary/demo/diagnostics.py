@@ -3,8 +3,9 @@
 - **Stated vs internal level** (``evaluation.diagnostics.stated_vs_internal``): for the warm-up
   and the RL model, each step of its answers to the evaluated split: the level it states against
   the level of the internal confidence C of that step, scored as R_CS scores i_t (the frozen
-  warm-up model, the RL stage's calibrator fitted on the warm-up model's own answers). Confusion
-  matrix, Cohen's kappa, exact / within-one agreement, level shares.
+  warm-up model, the RL stage's calibrator fitted on the warm-up model's own answers; under
+  ``sft_teacher="probe"`` the level of the RL stage's probe of the warm-up model, as R_CS).
+  Confusion matrix, Cohen's kappa, exact / within-one agreement, level shares.
 - **Linear probe** (``evaluation.probe``): for the vanilla, warm-up and RL models, a logistic
   regression on the last-layer hidden state at each step's last content token, trained on the
   steps of the model's own greedy answers to the first ``diagnostics_probe_train`` train
@@ -54,7 +55,9 @@ def diagnostics(config: DemoConfig, world: dict[str, Any], vanilla: Path, est: d
 
         shared = _Shared(config, clip)
         out: dict[str, Any] = {"split": config.eval_split, "levels": {}, "probe": {}}
-        out["levels"] = _levels(config, world, trained, sft["model"], rl["calibrator"], shared)
+        probe = (rl.get("calibrator_fit") or {}).get("probe")  # sft_teacher "probe"
+        out["levels"] = _levels(config, world, trained, sft["model"], rl["calibrator"], shared,
+                                probe)
         out["content"] = _content(config, world, trained, str(vanilla), shared)
         if config.diagnostics_probe:
             systems = {"vanilla": (None, str(vanilla), sft["calibrator"]),
@@ -87,12 +90,14 @@ class _Shared:
             self._clip = ClipScorer.from_pretrained(self.clip_path, device="cpu")
         return self._clip
 
-    def scorer(self, vlm: Any, calibrator: str) -> Any:
+    def scorer(self, vlm: Any, calibrator: str, probe: str | None = None) -> Any:
         from mmboundary.confidence import ConfidenceCalibrator, InternalConfidenceScorer
+        from mmboundary.training.probe_teacher import StepProbe
 
         return InternalConfidenceScorer(vlm, ConfidenceCalibrator.load(calibrator),
                                         similarity=self.similarity, clip=self.clip,
-                                        parser=self.parser, batch_size=self.config.batch_size)
+                                        parser=self.parser, batch_size=self.config.batch_size,
+                                        probe=None if probe is None else StepProbe.load(probe))
 
 
 def _answers(config: DemoConfig, model: str, samples: list, split: str,
@@ -106,14 +111,15 @@ def _answers(config: DemoConfig, model: str, samples: list, split: str,
 
 
 def _levels(config: DemoConfig, world: dict[str, Any], trained: dict[str, tuple[str, str]],
-            warmup_model: str, calibrator: str, shared: _Shared) -> dict[str, Any]:
+            warmup_model: str, calibrator: str, shared: _Shared,
+            probe: str | None = None) -> dict[str, Any]:
     from mmboundary.evaluation.diagnostics import stated_vs_internal
     from mmboundary.models.vlm import VLM
     from mmboundary.shapesworld.scenes import read_split
 
     samples = read_split(world[config.eval_split])
     scorer = shared.scorer(VLM.from_pretrained(warmup_model, device="cpu", dtype="float32"),
-                           calibrator)
+                           calibrator, probe)
     out = {}
     for label, (name, path) in trained.items():
         answers = _answers(config, path, samples, config.eval_split, name)
