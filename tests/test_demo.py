@@ -191,8 +191,8 @@ def test_warmup_with_the_probe_teacher_says_the_probe_levels(tmp_path):
     by_probe = [s.level for r in leveled for s in r.steps if s.confidence is not None]
     assert sum(a != b for a, b in zip(by_c, by_probe, strict=True)) == taught["changed"] > 0
     # R_CS's i_t: a probe of the warm-up model, fitted on its own answers, goes to RL
+    from mmboundary.confidence.probe_teacher import StepProbe
     from mmboundary.demo.stages import start_model_calibrator
-    from mmboundary.training.probe_teacher import StepProbe
 
     fitted = start_model_calibrator(config, world, sft["model"], shipped_world_clip_path(),
                                     config.out / "rl" / "calibrator.json")

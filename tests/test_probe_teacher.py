@@ -1,4 +1,4 @@
-"""The warm-up's probe teacher (``training.probe_teacher``, issue #12): cross-fitting that never
+"""The warm-up's probe teacher (``confidence.probe_teacher``, issue #12): cross-fitting that never
 scores a step with a probe that saw its label, levels by the accuracy rule, states read where
 the statement is written."""
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from mmboundary.data.schema import Response, Step
-from mmboundary.training.probe_teacher import (
+from mmboundary.confidence.probe_teacher import (
     crossfit_probabilities,
     step_states,
     teach_probe_levels,
 )
+from mmboundary.data.schema import Response, Step
 
 
 @pytest.fixture(autouse=True)
@@ -105,8 +105,8 @@ def test_step_states_read_the_last_content_token(tiny_model_dir, tmp_path) -> No
 
 def test_step_probe_is_the_sklearn_probe_and_round_trips(tmp_path) -> None:
     from mmboundary.confidence.fusion import accuracy_cuts
+    from mmboundary.confidence.probe_teacher import StepProbe, fit_step_probe
     from mmboundary.evaluation.probe import fit_probe
-    from mmboundary.training.probe_teacher import StepProbe, fit_step_probe
 
     x, y, g = _linear(60, 4, seed=2)
     probe, p = fit_step_probe(x, y, g, folds=5)

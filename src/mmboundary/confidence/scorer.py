@@ -70,7 +70,7 @@ class InternalConfidenceScorer:
         image_loader: sample -> (PIL image, cache key) when no image is passed
             (None = ``pipeline.default_image_loader()``: the sample's image file).
         scale: "level" (default) or "raw", see the module docstring and ``internal_value``.
-        probe: a fitted ``training.probe_teacher.StepProbe`` of this model (ours, optional): a
+        probe: a fitted ``confidence.probe_teacher.StepProbe`` of this model (ours, optional): a
             step's level is then the probe's level of the model's hidden state at the step's
             last content token (a step without a content token keeps C's level); needs
             ``scale="level"``. The teacher of ``DemoConfig.sft_teacher="probe"``.
@@ -182,7 +182,7 @@ class InternalConfidenceScorer:
                 images: Sequence[Any] | None) -> tuple[list[int], list[list[Any]]]:
         """Hidden states at each step's last content token of the usable responses (their
         indices, and per response per step the state or None)."""
-        from mmboundary.training.probe_teacher import step_states
+        from mmboundary.confidence.probe_teacher import step_states
 
         usable = [i for i, r in enumerate(scored) if not failed(r)]
         loader = self._loader(samples, images)
@@ -248,7 +248,7 @@ class InternalConfidenceScorer:
         references (``judging.StepRules.step_labels``), needed when the calibrator's level rule
         is ``accuracy``. Returns the fitted calibrator (its ``levels_.counts_`` are the level
         counts). ``probe``: also fit a ``StepProbe`` on the same steps' hidden states and labels
-        (``training.probe_teacher.fit_step_probe``; needs ``label_steps``) and use it from now on
+        (``confidence.probe_teacher.fit_step_probe``; needs ``label_steps``) and use it from now on
         (``self.probe``).
         """
         if probe and label_steps is None:
@@ -278,7 +278,7 @@ class InternalConfidenceScorer:
                              f"{sum(1 for r in raw_scores if r)} scored "
                              f"steps in {len(scored)}/{len(samples)} responses: {err}") from err
         if probe:
-            from mmboundary.training.probe_teacher import fit_step_probe, step_rows
+            from mmboundary.confidence.probe_teacher import fit_step_probe, step_rows
 
             by_id = {s.id: s for s in samples}
             mine = [by_id[r.sample_id] for r in scored]

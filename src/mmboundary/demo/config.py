@@ -102,7 +102,7 @@ class DemoConfig(ConfigBase):
     (``SFTConfig.content_weight``; 0 with ``sft_distill`` > 0: content taught by the KL alone)."""
     sft_teacher: str = "internal"
     """Whose levels the warm-up's statements say: ``internal`` (the paper's: the level of each
-    step's fused internal confidence C) or ``probe`` (ours, ``training.probe_teacher``: the
+    step's fused internal confidence C) or ``probe`` (ours, ``confidence.probe_teacher``: the
     level of a linear probe on the vanilla model's hidden state at the step's last content
     token, cross-fitted over the train questions, cut by the accuracy rule); R_CS's i_t is then
     a probe fitted on the RL start model's own answers (``RLConfig.probe``). The Internal C row

@@ -92,7 +92,7 @@ class _Shared:
 
     def scorer(self, vlm: Any, calibrator: str, probe: str | None = None) -> Any:
         from mmboundary.confidence import ConfidenceCalibrator, InternalConfidenceScorer
-        from mmboundary.training.probe_teacher import StepProbe
+        from mmboundary.confidence.probe_teacher import StepProbe
 
         return InternalConfidenceScorer(vlm, ConfidenceCalibrator.load(calibrator),
                                         similarity=self.similarity, clip=self.clip,

@@ -185,11 +185,11 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
 def _probe_teacher(config: DemoConfig, world: dict[str, Any], responses: list, vanilla: Path,
                    labels: list[float | None] | None) -> dict[str, Any]:
     """``sft_teacher == "probe"``: each step of the vanilla model's train answers gets the level
-    of a cross-fitted linear probe on its hidden state (``training.probe_teacher``), in place;
+    of a cross-fitted linear probe on its hidden state (``confidence.probe_teacher``), in place;
     returns what was done (cuts, level counts, the probe's cross-fitted AUROC)."""
+    from mmboundary.confidence.probe_teacher import step_states, teach_probe_levels
     from mmboundary.models.vlm import VLM
     from mmboundary.shapesworld.scenes import load_image, read_split
-    from mmboundary.training.probe_teacher import step_states, teach_probe_levels
 
     by_id = {s.id: s for s in read_split(world["train"])}
     samples = [by_id[r.sample_id] for r in responses]

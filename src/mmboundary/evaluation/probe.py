@@ -38,12 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from mmboundary.confidence.probe_teacher import PROBE_C, fit_probe  # noqa: F401 - one probe
 from mmboundary.data.schema import Response, Sample
 from mmboundary.evaluation.metrics import auroc
 from mmboundary.evaluation.tables import Table, fmt_value
-
-#: L2 strength of the probe's logistic regression (sklearn's ``C``, inverse) (ours)
-PROBE_C = 1.0
 
 
 @dataclass
@@ -144,24 +142,6 @@ def collect_steps(vlm: Any, samples: Sequence[Sample], responses: Sequence[Respo
     features = np.stack(rows) if rows else np.zeros((0, width), dtype=np.float32)
     return StepSet(features, np.asarray(correct), np.asarray(stated), keys, skipped=skipped,
                    answer_step=np.asarray(answer_step, dtype=bool))
-
-
-def fit_probe(features: np.ndarray, correct: np.ndarray, c: float = PROBE_C,
-              seed: int = 0) -> Any:
-    """The probe: ``StandardScaler`` + L2 ``LogisticRegression(C=c)`` fitted on
-    ``features`` -> ``correct`` (a scikit-learn pipeline; ``predict_proba`` scores)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x, y = np.asarray(features, dtype=np.float64), np.asarray(correct, dtype=int)
-    if x.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"fit_probe: features of shape {x.shape} and {len(y)} labels")
-    if len(set(y.tolist())) < 2:
-        raise ValueError(f"fit_probe: the {len(y)} training steps are all "
-                         f"{'correct' if y.size and y[0] else 'wrong'}; a probe needs both")
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000,
-                                                              random_state=seed)).fit(x, y)
 
 
 @dataclass(frozen=True)

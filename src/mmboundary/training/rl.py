@@ -115,7 +115,7 @@ def _build_internal(config: RLConfig, policy: Any, similarity: Any, parser: Any)
         scorer_vlm.model.requires_grad_(False)
     probe = None
     if config.probe is not None:
-        from mmboundary.training.probe_teacher import StepProbe
+        from mmboundary.confidence.probe_teacher import StepProbe
 
         probe = StepProbe.load(config.probe)
     return InternalConfidenceScorer(

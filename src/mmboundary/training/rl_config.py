@@ -86,7 +86,7 @@ class RLConfig(ConfigBase):
     the steps of the model that scores i_t (the warm-up model by default; ``mmboundary estimate``
     on its own responses writes it); needed if gamma > 0."""
     probe: str | None = None
-    """A fitted ``training.probe_teacher.StepProbe`` JSON of the model that scores i_t (ours,
+    """A fitted ``confidence.probe_teacher.StepProbe`` JSON of the model that scores i_t (ours,
     optional): i_t = the level value of the probe on that model's hidden state at the step's
     last content token instead of C's level (``InternalConfidenceScorer(probe=...)``; the demo's
     ``sft_teacher="probe"``). Needs ``calibrator`` and ``internal_scale="level"``."""

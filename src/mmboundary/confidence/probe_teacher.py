@@ -10,7 +10,7 @@ gives the warm-up another teacher: the level of that probe's probability.
   the same feature as ``evaluation.probe``);
 - label: the step's correctness by the one rule set (``demo.stages.label_steps``); steps whose
   correctness is unknown (unaligned) get a level but do not train the probe;
-- probe: ``evaluation.probe.fit_probe`` (standardised features, L2 logistic regression),
+- probe: ``fit_probe`` (standardised features, L2 logistic regression; also the diagnostics' probe),
   **cross-fitted**: the questions are split into ``folds`` groups and every step is scored by the
   probe fitted on the other groups, so no step's level comes from a probe that saw its label
   (an in-sample probe would be over-confident on exactly the steps it teaches);
@@ -38,6 +38,33 @@ from mmboundary.data.schema import Response, Sample
 
 #: default number of question groups the probe is cross-fitted over (ours)
 PROBE_FOLDS = 5
+#: L2 strength of the probe's logistic regression (sklearn's ``C``, inverse) (ours)
+PROBE_C = 1.0
+
+
+def fit_probe(features: np.ndarray, correct: np.ndarray, c: float = PROBE_C,
+              seed: int = 0) -> Any:
+    """The probe: ``StandardScaler`` + L2 ``LogisticRegression(C=c)`` fitted on
+    ``features`` -> ``correct`` (a scikit-learn pipeline; ``predict_proba`` scores)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = np.asarray(features, dtype=np.float64), np.asarray(correct, dtype=int)
+    if x.ndim != 2 or len(x) != len(y):
+        raise ValueError(f"fit_probe: features of shape {x.shape} and {len(y)} labels")
+    if len(set(y.tolist())) < 2:
+        raise ValueError(f"fit_probe: the {len(y)} training steps are all "
+                         f"{'correct' if y.size and y[0] else 'wrong'}; a probe needs both")
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000,
+                                                              random_state=seed)).fit(x, y)
+
+
+def _auroc(p: np.ndarray, y: np.ndarray) -> float | None:
+    """sklearn's ROC AUC; None when one class only (as ``evaluation.metrics.auroc``)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None
 
 
 @dataclass
@@ -73,8 +100,6 @@ def crossfit_probabilities(features: np.ndarray, correct: np.ndarray, groups: np
     row belongs to (a question's steps stay in one fold). Raises ``ValueError`` when there are
     fewer groups than folds or a fold's training rows hold one class only."""
     from sklearn.model_selection import GroupKFold
-
-    from mmboundary.evaluation.probe import fit_probe
 
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(correct, dtype=np.float64)
@@ -154,9 +179,7 @@ def fit_step_probe(states: np.ndarray, correct: np.ndarray, groups: np.ndarray,
     """The probe fitted on every labelled row, with level cuts (accuracy rule) fitted on the
     **cross-fitted** probabilities of the labelled rows (``crossfit_probabilities``), and those
     probabilities (NaN labels: scored, not fitted)."""
-    from mmboundary.confidence import LevelCuts
-    from mmboundary.evaluation.metrics import auroc
-    from mmboundary.evaluation.probe import fit_probe
+    from mmboundary.confidence.fusion import LevelCuts
 
     x, y = np.asarray(states, dtype=np.float64), np.asarray(correct, dtype=np.float64)
     p = crossfit_probabilities(x, y, groups, folds, seed)
@@ -167,7 +190,7 @@ def fit_step_probe(states: np.ndarray, correct: np.ndarray, groups: np.ndarray,
     scaler, logistic = pipe[0], pipe[-1]
     info = {"counts": {str(k): v for k, v in cuts.counts_.items()},
             "accuracy": {str(k): v for k, v in (cuts.accuracy_ or {}).items()},
-            "crossfit_auroc": auroc(p[known], y[known]) if known.any() else None,
+            "crossfit_auroc": _auroc(p[known], y[known]) if known.any() else None,
             "labelled": int(known.sum()), "rows": len(x), "folds": folds}
     probe = StepProbe(mean=scaler.mean_.tolist(), scale=scaler.scale_.tolist(),
                       coef=logistic.coef_[0].tolist(), intercept=float(logistic.intercept_[0]),
