@@ -121,6 +121,9 @@ def test_step_probe_is_the_sklearn_probe_and_round_trips(tmp_path) -> None:
     (tmp_path / "bad.json").write_text('{"kind": "step_probe", "mean": [1.0]}')
     with pytest.raises(ValueError, match="bad.json: StepProbe field missing"):
         StepProbe.load(tmp_path / "bad.json")
+    (tmp_path / "cut.json").write_text('{"kind": "step_pr')
+    with pytest.raises(ValueError, match="cut.json: not a StepProbe JSON"):
+        StepProbe.load(tmp_path / "cut.json")
     (tmp_path / "calibrator.json").write_text('{"estimators": ["lnlp"]}')
     with pytest.raises(ValueError, match="not a StepProbe"):
         StepProbe.load(tmp_path / "calibrator.json")

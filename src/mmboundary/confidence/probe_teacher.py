@@ -10,10 +10,10 @@ gives the warm-up another teacher: the level of that probe's probability.
   the same feature as ``evaluation.probe``);
 - label: the step's correctness by the one rule set (``demo.stages.label_steps``); steps whose
   correctness is unknown (unaligned) get a level but do not train the probe;
-- probe: ``fit_probe`` (standardised features, L2 logistic regression; also the diagnostics' probe),
-  **cross-fitted**: the questions are split into ``folds`` groups and every step is scored by the
-  probe fitted on the other groups, so no step's level comes from a probe that saw its label
-  (an in-sample probe would be over-confident on exactly the steps it teaches);
+- probe: ``fit_probe`` (standardised features, L2 logistic regression; the diagnostics' probe
+  too), **cross-fitted**: the questions are split into ``folds`` groups and every step is scored
+  by the probe fitted on the other groups, so no step's level comes from a probe that saw its
+  label (an in-sample probe would be over-confident on exactly the steps it teaches);
 - levels: ``confidence.LevelCuts(rule="accuracy")`` fitted on the cross-fitted probabilities,
   so a level's value (2k - 1) / 10 is how often its steps are right, as for C.
 
@@ -81,7 +81,6 @@ class ProbeLevels:
     kept_internal: int
     folds: int
     changed: int = 0
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (level keys as strings, as a JSON file gives them back)."""
@@ -89,7 +88,7 @@ class ProbeLevels:
                 "accuracy": {str(k): v for k, v in self.accuracy.items()},
                 "crossfit_auroc": self.crossfit_auroc, "labelled": self.labelled,
                 "kept_internal": self.kept_internal, "folds": self.folds,
-                "changed": self.changed, **self.notes}
+                "changed": self.changed}
 
 
 def crossfit_probabilities(features: np.ndarray, correct: np.ndarray, groups: np.ndarray,
@@ -162,7 +161,10 @@ class StepProbe:
     def load(cls, path: str | Path) -> StepProbe:
         import json
 
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not a StepProbe JSON ({err})") from err
         if not isinstance(data, dict) or data.get("kind") != "step_probe":
             raise ValueError(f"{path}: not a StepProbe JSON (expected \"kind\": \"step_probe\")")
         try:
@@ -199,7 +201,8 @@ def fit_step_probe(states: np.ndarray, correct: np.ndarray, groups: np.ndarray,
 
 
 def step_rows(states: Sequence[Sequence[Any]], labels: Sequence[Sequence[float | None]],
-          names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
+              names: Sequence[str]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """Stack the steps that have a state: features, labels (NaN = unknown), question groups,
     and where each row came from (response, step)."""
     rows, y, groups, where = [], [], [], []
