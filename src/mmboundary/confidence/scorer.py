@@ -22,7 +22,8 @@ The value of a step on the statements' scale (``scale``), METHOD.md section 6:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from mmboundary.confidence.normalize import ConfidenceCalibrator
@@ -139,11 +140,7 @@ class InternalConfidenceScorer:
             raise ValueError("InternalConfidenceScorer.vlm is None: scoring responses needs the "
                              "model whose confidence it is")
         config, loader = self._config(**generation), self._loader(samples, images)
-        model = getattr(self.vlm, "model", None)
-        was_training = bool(getattr(model, "training", False))
-        if model is not None:
-            model.eval()
-        try:
+        with self._eval_mode():
             out: list[Response] = []
             for start in range(0, len(samples), self.batch_size):
                 end = start + self.batch_size
@@ -151,11 +148,21 @@ class InternalConfidenceScorer:
                                       list(responses[start:end]), similarity=self.similarity,
                                       clip=self.clip, parser=self.parser, image_loader=loader,
                                       config=config)
+        self.errors = [r.meta["error"] for r in out if failed(r)]
+        return out
+
+    @contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """The model in eval mode for a scoring pass, put back into its mode afterwards."""
+        model = getattr(self.vlm, "model", None)
+        was_training = bool(getattr(model, "training", False))
+        if model is not None:
+            model.eval()
+        try:
+            yield
         finally:
             if model is not None:
                 model.train(was_training)
-        self.errors = [r.meta["error"] for r in out if failed(r)]
-        return out
 
     # --- calibrated scores ---------------------------------------------------------------------
     def calibrate(self, responses: Sequence[Response], *, whole: bool = True) -> list[Response]:
@@ -175,7 +182,7 @@ class InternalConfidenceScorer:
         with a ``probe``, the level is the probe's."""
         scored = self.calibrate(self.raw(samples, responses, images), whole=whole)
         if self.probe is not None:
-            self._probe_levels(samples, scored, images, self.probe)
+            self._probe_levels(samples, scored, images)
         return scored
 
     def _states(self, samples: Sequence[Sample], scored: Sequence[Response],
@@ -186,21 +193,14 @@ class InternalConfidenceScorer:
 
         usable = [i for i, r in enumerate(scored) if not failed(r)]
         loader = self._loader(samples, images)
-        model = getattr(self.vlm, "model", None)
-        was_training = bool(getattr(model, "training", False))
-        if model is not None:
-            model.eval()
-        try:
+        with self._eval_mode():
             states = step_states(self.vlm, [samples[i] for i in usable],
                                  [scored[i] for i in usable], lambda s: loader(s)[0],
                                  batch_size=self.batch_size)
-        finally:
-            if model is not None:
-                model.train(was_training)
         return usable, states
 
     def _probe_levels(self, samples: Sequence[Sample], scored: Sequence[Response],
-                      images: Sequence[Any] | None, probe: Any) -> None:
+                      images: Sequence[Any] | None) -> None:
         import numpy as np
 
         usable, states = self._states(samples, scored, images)
@@ -208,7 +208,7 @@ class InternalConfidenceScorer:
                 for k, state in enumerate(chain) if state is not None]
         if not rows:
             return
-        levels = probe.levels(np.stack([state for _, _, state in rows]))
+        levels = self.probe.levels(np.stack([state for _, _, state in rows]))
         for (i, k, _), level in zip(rows, levels, strict=True):
             scored[i].steps[k].level = int(level)
 
@@ -263,8 +263,8 @@ class InternalConfidenceScorer:
                   if not failed(r)]
         labels: list[float | None] | None = None
         judged: list[list[float | None]] = []
+        by_id = {s.id: s for s in samples}
         if label_steps is not None:
-            by_id = {s.id: s for s in samples}
             judged = label_steps([by_id[r.sample_id] for r in scored], scored)
             labels = [y for r, chain in zip(scored, judged, strict=True)
                       for _, y in zip(r.steps, chain, strict=True)]
@@ -280,7 +280,6 @@ class InternalConfidenceScorer:
         if probe:
             from mmboundary.confidence.probe_teacher import fit_step_probe, step_rows
 
-            by_id = {s.id: s for s in samples}
             mine = [by_id[r.sample_id] for r in scored]
             image_of = (None if images is None
                         else dict(zip([s.id for s in samples], images, strict=True)))

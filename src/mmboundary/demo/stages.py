@@ -138,19 +138,21 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
 
         responses = read_responses(estimates["estimates"])
         ok = [r for r in responses if not failed(r)]
-        labels = None
-        if config.level_rule == "accuracy":
+        labels, chains = None, None
+        probe = config.sft_teacher == "probe" and variant == "mmboundary"
+        if config.level_rule == "accuracy" or probe:
             from mmboundary.shapesworld.scenes import read_split
 
             by_id = {s.id: s for s in read_split(world["train"])}
-            labels = [y for chain in label_steps([by_id[r.sample_id] for r in ok], ok)
-                      for y in chain]
+            chains = label_steps([by_id[r.sample_id] for r in ok], ok)
+        if config.level_rule == "accuracy":
+            labels = [y for chain in chains for y in chain]
         calibrator = calibrator_variant(variant, config).fit(
             [s.raw_scores for r in ok for s in r.steps], labels, [len(r.steps) for r in ok])
         InternalConfidenceScorer(None, calibrator).calibrate(ok)  # raw scores are in the file
         teacher = None
-        if config.sft_teacher == "probe" and variant == "mmboundary":
-            teacher = _probe_teacher(config, world, ok, vanilla, labels)
+        if probe:
+            teacher = _probe_teacher(config, world, ok, vanilla, chains)
             from mmboundary.data.io import write_json_atomic
 
             write_json_atomic(folder / "probe_teacher.json", teacher)
@@ -183,26 +185,20 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
 
 
 def _probe_teacher(config: DemoConfig, world: dict[str, Any], responses: list, vanilla: Path,
-                   labels: list[float | None] | None) -> dict[str, Any]:
+                   labels: list[list[float | None]]) -> dict[str, Any]:
     """``sft_teacher == "probe"``: each step of the vanilla model's train answers gets the level
     of a cross-fitted linear probe on its hidden state (``confidence.probe_teacher``), in place;
-    returns what was done (cuts, level counts, the probe's cross-fitted AUROC)."""
+    ``labels``: each step's correctness, per response. Returns what was done (cuts, level
+    counts, the probe's cross-fitted AUROC)."""
     from mmboundary.confidence.probe_teacher import step_states, teach_probe_levels
     from mmboundary.models.vlm import VLM
     from mmboundary.shapesworld.scenes import load_image, read_split
 
     by_id = {s.id: s for s in read_split(world["train"])}
-    samples = [by_id[r.sample_id] for r in responses]
-    if labels is None:  # the level rule did not need them; the probe does
-        chains = label_steps(samples, responses)
-    else:
-        sizes, chains, at = [len(r.steps) for r in responses], [], 0
-        for n in sizes:
-            chains.append(labels[at:at + n])
-            at += n
     vlm = VLM.from_pretrained(vanilla, device="cpu", dtype="float32")
-    states = step_states(vlm, samples, responses, load_image, batch_size=config.batch_size)
-    return teach_probe_levels(responses, states, chains, seed=config.seed).to_dict()
+    states = step_states(vlm, [by_id[r.sample_id] for r in responses], responses, load_image,
+                         batch_size=config.batch_size)
+    return teach_probe_levels(responses, states, labels, seed=config.seed).to_dict()
 
 
 def _loss_curve(path: Path) -> dict[str, float]:

@@ -38,7 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from mmboundary.confidence.probe_teacher import PROBE_C, fit_probe  # noqa: F401 - one probe
+from mmboundary.confidence.probe_teacher import (  # noqa: F401 - one probe, one feature
+    PROBE_C,
+    fit_probe,
+    step_states,
+)
 from mmboundary.data.schema import Response, Sample
 from mmboundary.evaluation.metrics import auroc
 from mmboundary.evaluation.tables import Table, fmt_value
@@ -99,7 +103,7 @@ def collect_steps(vlm: Any, samples: Sequence[Sample], responses: Sequence[Respo
     sample, the model's own; see the module docstring). ``rules``: a ``StepRules``;
     ``load_image``: sample -> PIL image; ``parser``: a ``StatementParser`` (default the shared
     one). One teacher-forced pass per ``batch_size`` responses."""
-    from mmboundary.text import align_steps_to_tokens, default_parser
+    from mmboundary.text import default_parser
 
     if len(samples) != len(responses):
         raise ValueError(f"collect_steps: {len(samples)} samples but {len(responses)} responses")
@@ -115,29 +119,25 @@ def collect_steps(vlm: Any, samples: Sequence[Sample], responses: Sequence[Respo
     answer_step: list[bool] = []
     steps = parser.parse_many([t for _, t in usable])  # one parse and one judge call for all
     judged = rules.judge_chains([s for s, _ in usable], steps)
-    for start in range(0, len(usable), batch_size):
-        chunk = [s for s, _ in usable[start:start + batch_size]]
-        states = vlm.hidden_states(chunk, [load_image(s) for s in chunk],
-                                   [t for _, t in usable[start:start + batch_size]],
-                                   batch_size=batch_size)
-        for sample, chain, verdicts, (hidden, offsets) in zip(
-                chunk, steps[start:start + batch_size], judged[start:start + batch_size], states,
-                strict=True):
-            align_steps_to_tokens(chain, offsets)
-            for step, verdict in zip(chain, verdicts.steps, strict=True):
-                reason = ("unaligned" if verdict.ref_index is None else
-                          "unknown" if verdict.correct is None else
-                          "no_content_token" if not (step.token_end or 0) > (step.token_start or 0)
-                          else None)
-                if reason is not None:
-                    skipped[reason] += 1
-                    continue
-                rows.append(hidden[step.token_end - 1])  # type: ignore[operator]
-                correct.append(float(verdict.correct))  # type: ignore[arg-type]
-                stated.append(math.nan if step.expressed_confidence is None
-                              else float(step.expressed_confidence))
-                keys.append((sample.id, step.index))
-                answer_step.append(verdicts.answer_index == step.index)
+    states = step_states(vlm, [s for s, _ in usable],
+                         [Response(sample_id=s.id, text=t, steps=chain)
+                          for (s, t), chain in zip(usable, steps, strict=True)],
+                         load_image, batch_size=batch_size)
+    for (sample, _), chain, verdicts, chain_states in zip(usable, steps, judged, states,
+                                                          strict=True):
+        for step, verdict, state in zip(chain, verdicts.steps, chain_states, strict=True):
+            reason = ("unaligned" if verdict.ref_index is None else
+                      "unknown" if verdict.correct is None else
+                      "no_content_token" if state is None else None)
+            if reason is not None:
+                skipped[reason] += 1
+                continue
+            rows.append(state)
+            correct.append(float(verdict.correct))  # type: ignore[arg-type]
+            stated.append(math.nan if step.expressed_confidence is None
+                          else float(step.expressed_confidence))
+            keys.append((sample.id, step.index))
+            answer_step.append(verdicts.answer_index == step.index)
     width = vlm.model.get_output_embeddings().in_features if not rows else rows[0].shape[0]
     features = np.stack(rows) if rows else np.zeros((0, width), dtype=np.float32)
     return StepSet(features, np.asarray(correct), np.asarray(stated), keys, skipped=skipped,
