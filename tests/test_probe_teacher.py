@@ -161,3 +161,102 @@ def test_the_scorer_with_a_probe_gives_the_probe_levels_of_its_own_model(tmp_pat
                                   else int(scorer.probe.levels(state[None])[0]))
     with pytest.raises(ValueError, match="scale='level'"):
         InternalConfidenceScorer(vlm, scorer.calibrator, scale="raw", probe=scorer.probe)
+
+
+def test_estimate_probe_cli_relevels_a_real_estimate_output_record_by_record(tmp_path) -> None:
+    """`mmboundary estimate probe` (the probe teacher for any model): on the world model's own
+    estimate output its levels are those of ``teach_probe_levels`` on the same steps, its saved
+    probe is the full fit; a response it cannot read is an error line naming the record and
+    field, the others go on; the input is never modified; unusable inputs exit 2."""
+    import json
+    from collections import Counter
+
+    from typer.testing import CliRunner
+
+    from mmboundary.cli import app
+    from mmboundary.confidence.probe_teacher import StepProbe
+    from mmboundary.data.io import read_responses
+    from mmboundary.demo.stages import label_steps
+    from mmboundary.models.vlm import VLM
+    from mmboundary.shapesworld.scenes import (
+        load_image,
+        read_split,
+        shipped_world_model_path,
+        write_split,
+    )
+
+    data = write_split(tmp_path / "world", 48, "train", seed=5)
+    model = shipped_world_model_path()
+    est = tmp_path / "est.jsonl"
+    run = CliRunner().invoke(app, ["estimate", "--model", str(model), "--data", str(data),
+                                   "--dataset", "shapes", "--out", str(est), "--estimators",
+                                   "lnlp,mte", "--device", "cpu", "--no-progress",
+                                   "--max-new-tokens", "96", "--batch-size", "16"])
+    assert run.exit_code == 0, run.output
+    # one response for a question not in --data, one whose image does not decode
+    samples = read_split(data)
+    lines = est.read_text().splitlines()
+    stranger = json.loads(lines[0])
+    stranger["sample_id"] = "nowhere"
+    est.write_text("\n".join([*lines, json.dumps(stranger)]) + "\n")
+    gone = samples[3].id
+    image = data.parent / "images" / f"{gone}.png"
+    kept_image = image.read_bytes()
+    image.write_bytes(b"not a png")
+    before = est.read_bytes()
+
+    out = tmp_path / "probe.jsonl"
+
+    def probe_cli(**given: object) -> object:
+        opts = {"model": model, "responses": est, "data": data, "out": out, **given}
+        args = [x for k, v in opts.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+        return CliRunner().invoke(app, ["estimate", "probe", *args, "--dataset", "shapes",
+                                        "--folds", "4", "--device", "cpu", "--dtype", "float32"])
+
+    result = probe_cli()
+    assert result.exit_code == 0, result.output
+    assert est.read_bytes() == before
+    assert "'nowhere'" in result.output and "sample_id" in result.output
+    assert repr(gone) in result.output and "image" in result.output
+    leveled = read_responses(out)
+    assert [r.sample_id for r in leveled] == [json.loads(x)["sample_id"]
+                                              for x in before.decode().splitlines()]
+    errors = {r.sample_id: r.meta["error_field"] for r in leveled if "error" in r.meta}
+    assert errors == {"nowhere": "sample_id", gone: "image"}
+
+    # the same levels by hand, on the responses the command could read
+    image.write_bytes(kept_image)
+    given = [r for r in read_responses(est) if r.sample_id not in ("nowhere", gone)]
+    by_id = {s.id: s for s in samples}
+    vlm = VLM.from_pretrained(model, device="cpu", dtype="float32")
+    chosen = [by_id[r.sample_id] for r in given]
+    states = step_states(vlm, chosen, given, load_image, batch_size=8)
+    taught = teach_probe_levels(given, states, label_steps(chosen, given), folds=4, seed=0)
+    got = {r.sample_id: [s.level for s in r.steps] for r in leveled if "error" not in r.meta}
+    assert got == {r.sample_id: [s.level for s in r.steps] for r in given}
+    assert len({lv for levels in got.values() for lv in levels}) >= 2
+    probe = StepProbe.load(tmp_path / "probe.jsonl.probe.json")
+    # (batches differ by the failed records, so the states differ in the 5th digit: padding)
+    assert probe.cuts == pytest.approx(taught.cuts, abs=1e-3)
+    assert probe.coef == pytest.approx(taught.probe.coef, abs=1e-2)
+    assert probe.info["crossfit_auroc"] == pytest.approx(taught.crossfit_auroc, abs=1e-3)
+    assert "cross-fitted AUROC: " in result.output
+    # the warm-up data are built from it as from an estimate output (error lines skipped)
+    from mmboundary.training.sft_data import build_sft
+
+    _, summary, _ = build_sft(out, data, tmp_path / "sft", seed=0)
+    assert summary.records == len(got) and summary.skipped_failed == 2
+    assert dict(summary.levels) == dict(Counter(lv for levels in got.values() for lv in levels))
+
+    # unusable inputs: the probe file exists; --out not ours; no levels in --responses
+    again = probe_cli(out=tmp_path / "o2.jsonl", save_probe=tmp_path / "probe.jsonl.probe.json")
+    assert again.exit_code == 2 and "never overwritten" in again.output
+    foreign = tmp_path / "notes.jsonl"
+    foreign.write_text('{"x": 1}\n')
+    refused = probe_cli(out=foreign)
+    assert refused.exit_code == 2 and foreign.read_text() == '{"x": 1}\n'
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(json.dumps({"sample_id": samples[0].id, "text": "There is a red square.",
+                                "steps": []}) + "\n")
+    empty = probe_cli(responses=bare, out=tmp_path / "o3.jsonl")
+    assert empty.exit_code == 2 and "no step carries a level" in empty.output

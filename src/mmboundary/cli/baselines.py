@@ -17,6 +17,7 @@ from mmboundary.cli.common import (
     DEVICE_HELP,
     DTYPE_HELP,
     IMAGES_HELP,
+    image_loader,
     load_samples,
 )
 
@@ -25,17 +26,6 @@ METHOD_HELP = ("One or several (comma-separated) of: token-prob (exp mean log p 
                "(--value or --fit-responses), dpv (prompted number), dps (prompted statement), "
                "sc (self-consistency over --k samples), multisample (mean stated confidence over "
                "--k samples). Several methods share one generation of each response kind.")
-
-
-def _image_loader(dataset: str | None, images: Path | None) -> Any:
-    """``sample -> PIL.Image``; a missing image raises (that sample becomes an error line)."""
-    if dataset == "shapes":
-        from mmboundary.shapesworld.scenes import load_image as load_shapes_image
-
-        return load_shapes_image
-    from mmboundary.data.images import load_image, resolve_image
-
-    return lambda sample: load_image(resolve_image(sample, images))
 
 
 def _constant(value: float | None, fit_responses: Path | None, fit_data: Path | None,
@@ -182,7 +172,7 @@ def baselines_command(
                                     temperature=temperature, seed=seed)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    runner = BaselineRunner(model, samples, _image_loader(dataset, images), settings,
+    runner = BaselineRunner(model, samples, image_loader(dataset, images), settings,
                             cache_dir=cache, device=device, dtype=dtype)
     for name in methods:
         predictions = runner.run(name, constant=constant, **resources)

@@ -74,6 +74,18 @@ def load_samples(data: Path, dataset: str | None, images: Path | None = None) ->
     return result.samples
 
 
+def image_loader(dataset: str | None, images: Path | None) -> Any:
+    """``sample -> PIL.Image`` for ``--dataset`` / ``--images``; raises (MissingImageError,
+    OSError) with the reason, so the caller can fail that record alone."""
+    if dataset == "shapes":
+        from mmboundary.shapesworld.scenes import load_image as load_shapes_image
+
+        return load_shapes_image
+    from mmboundary.data.images import load_image, resolve_image
+
+    return lambda sample: load_image(resolve_image(sample, images), sample.id)
+
+
 def report_failure(failure: RecordFailure) -> None:
     """One ``error:`` line on stderr for a failed record (credentials masked)."""
     from mmboundary.data.redact import redact_text

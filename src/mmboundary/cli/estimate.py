@@ -314,4 +314,7 @@ def register(app: typer.Typer) -> None:
                                epilog=EXIT_HELP)
     estimate_app.callback(invoke_without_command=True)(estimate_callback)
     estimate_app.command("merge")(merge_command)
+    from mmboundary.cli.estimate_probe import probe_command
+
+    estimate_app.command("probe")(probe_command)
     app.add_typer(estimate_app, name="estimate")

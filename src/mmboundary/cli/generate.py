@@ -27,20 +27,10 @@ from mmboundary.cli.common import (
     DTYPE_HELP,
     IMAGES_HELP,
     MAX_SHOWN,
+    image_loader,
     load_samples,
     report_failure,
 )
-
-
-def _image_loader(dataset: str | None, images: Path | None) -> Any:
-    """``sample -> PIL.Image``; raises (MissingImageError, OSError) with the reason."""
-    if dataset == "shapes":
-        from mmboundary.shapesworld.scenes import load_image as load_shapes_image
-
-        return load_shapes_image
-    from mmboundary.data.images import load_image, resolve_image
-
-    return lambda sample: load_image(resolve_image(sample, images), sample.id)
 
 
 def _response_writer(out: Path) -> Any:
@@ -114,7 +104,7 @@ def generate_command(
     samples = load_samples(data, dataset, images)[:limit]
     check_own_jsonl(out, "sample_id")  # before the model loads
     vlm = VLM.from_pretrained(model, device=device, dtype=dtype)
-    load = _image_loader(dataset, images)
+    load = image_loader(dataset, images)
     decoding = dict(max_new_tokens=max_new_tokens, do_sample=sample, temperature=temperature,
                     top_p=top_p, num_return_sequences=num_samples)
     meta = {"do_sample": sample, "max_new_tokens": max_new_tokens, "seed": seed,

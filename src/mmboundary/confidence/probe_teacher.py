@@ -81,6 +81,9 @@ class ProbeLevels:
     kept_internal: int
     folds: int
     changed: int = 0
+    probe: StepProbe | None = field(default=None, repr=False, compare=False)
+    """The probe fitted on every labelled step with these cuts (``fit_step_probe``): R_CS's i_t
+    for a model whose steps these are (not in ``to_dict``: ``StepProbe.save`` writes it)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (level keys as strings, as a JSON file gives them back)."""
@@ -272,4 +275,71 @@ def teach_probe_levels(responses: Sequence[Response], states: Sequence[Sequence[
     return ProbeLevels(cuts=probe.cuts, counts={int(k): v for k, v in info["counts"].items()},
                        accuracy={int(k): v for k, v in info["accuracy"].items()},
                        crossfit_auroc=info["crossfit_auroc"], labelled=info["labelled"],
-                       kept_internal=kept, folds=folds, changed=changed)
+                       kept_internal=kept, folds=folds, changed=changed, probe=probe)
+
+
+def probe_teacher_responses(vlm: Any, samples: Sequence[Sample], responses: Sequence[Response],
+                            load_image: Callable[[Sample], Any],
+                            label_steps: Callable[[Sequence[Sample], Sequence[Response]],
+                                                  list[list[float | None]]], *,
+                            folds: int = PROBE_FOLDS, seed: int = 0, batch_size: int = 32,
+                            on_failure: Callable[[Any], None] | None = None
+                            ) -> tuple[list[Response], ProbeLevels]:
+    """The probe teacher on a model's scored answers, record by record (``mmboundary estimate
+    probe``): every response that is not a failure line gets its steps' levels from the
+    cross-fitted probe on ``vlm``'s hidden states (``teach_probe_levels``).
+
+    Returns the responses in their order (copies; failure lines as given) and what was done,
+    ``.probe`` included. A response whose sample is not in ``samples`` or whose image cannot be
+    loaded becomes a failure line naming the record and field (reported to ``on_failure``) and
+    the rest go on: no response keeps C's levels beside probe levels unannounced."""
+    from mmboundary.data.failures import RecordFailure
+
+    by_id = {s.id: s for s in samples}
+    out = [r.model_copy(deep=True) for r in responses]
+
+    def fail(i: int, field_name: str, reason: str, message: str) -> None:
+        failure = RecordFailure(out[i].sample_id, field_name, reason, message)
+        out[i] = Response(sample_id=out[i].sample_id, text=out[i].text, model=out[i].model,
+                          meta={**(out[i].meta or {}), **failure.to_meta()})
+        if on_failure is not None:
+            on_failure(failure)
+
+    todo = []
+    for i, response in enumerate(out):
+        if "error" in (response.meta or {}):
+            continue
+        if response.sample_id not in by_id:
+            fail(i, "sample_id", "unknown_sample", "not in the samples given (--data): its "
+                 "steps can be neither judged nor read")
+        elif not response.steps:
+            fail(i, "steps", "no_steps", "the response has no steps to level")
+        else:
+            todo.append(i)
+    states: dict[int, list[np.ndarray | None]] = {}
+    for start in range(0, len(todo), batch_size):
+        images: dict[str, Any] = {}  # sample id -> image, this batch's
+        rows = []
+        for i in todo[start:start + batch_size]:
+            sid = out[i].sample_id
+            try:
+                images[sid] = images[sid] if sid in images else load_image(by_id[sid])
+                rows.append(i)
+            except Exception as err:  # noqa: BLE001 - any unreadable image fails its record only
+                fail(i, "image", "image_error", f"{type(err).__name__}: {err}")
+        if rows:
+            chunk = step_states(vlm, [by_id[out[i].sample_id] for i in rows],
+                                [out[i] for i in rows], lambda s, got=images: got[s.id],
+                                batch_size=batch_size)
+            states.update(zip(rows, chunk, strict=True))
+    if not states:
+        from mmboundary.data.failures import NothingSucceededError
+
+        raise NothingSucceededError(f"probe teacher: none of the {len(out)} responses could be "
+                                    "read (every record failed)")
+    kept = sorted(states)
+    chosen = [out[i] for i in kept]
+    labels = label_steps([by_id[r.sample_id] for r in chosen], chosen)
+    taught = teach_probe_levels(chosen, [states[i] for i in kept], labels, folds=folds,
+                                seed=seed)
+    return out, taught
