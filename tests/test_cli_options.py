@@ -126,6 +126,21 @@ def test_demo_config_is_one_config_base(tmp_path) -> None:
     assert set(DemoConfig.field_docs()) == {f.name for f in dataclasses.fields(DemoConfig)}
 
 
+def test_a_yaml_exponent_without_a_dot_is_a_number(tmp_path) -> None:
+    """PyYAML reads ``1e-5`` as a string (YAML 1.1 wants ``1.0e-5``): a float field takes it as
+    the number it is, not a string that reaches the optimizer; a word is an error naming it."""
+    path = tmp_path / "rl.yaml"
+    path.write_text("learning_rate: 2e-5\nstep_tau: 5e-1\nalpha: 1\n")
+    cfg = RLConfig.from_yaml(path)
+    assert (cfg.learning_rate, cfg.step_tau, cfg.alpha) == (2e-5, 0.5, 1)
+    assert isinstance(cfg.learning_rate, float)
+    path.write_text("learning_rate: fast\n")
+    with pytest.raises(ValueError, match=r"rl.yaml: RLConfig.learning_rate: expected a number, "
+                                         r"got 'fast'"):
+        RLConfig.from_yaml(path)
+    assert DemoConfig.from_dict({"rl_lr": "1e-4"}).rl_lr == 1e-4
+
+
 def test_sft_precision_uses_trls_names(tmp_path) -> None:
     path = tmp_path / "sft.yaml"
     path.write_text("precision: bf16\n")

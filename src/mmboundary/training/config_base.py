@@ -5,7 +5,9 @@ with validation on load.
 - ``from_dict(raw, where=..., **overrides)``: a ``preset:`` key applies ``PRESETS[name]`` first,
   then the mapping, then the overrides that are not None; an unknown key is an error naming it
   and the known ones; a key in ``RENAMED`` (an old name) is an error naming its new name; a YAML
-  list for a tuple field becomes a tuple; the dataclass's ``__post_init__`` then validates values;
+  list for a tuple field becomes a tuple; a string for a float field is read as a number
+  (``learning_rate: 1e-5`` is a string to PyYAML) or is an error naming the field; the
+  dataclass's ``__post_init__`` then validates values;
 - ``from_yaml(path, **overrides)``, ``preset(name)``, ``to_dict()`` (tuples as lists, as YAML
   writes them), ``to_yaml(path)`` (atomic write);
 - ``field_docs()``: each field's documentation (the string literal after it in the source), which
@@ -29,6 +31,18 @@ def read_yaml(path: str | Path) -> Any:
     import yaml
 
     return yaml.safe_load(Path(path).read_text()) or {}
+
+
+#: annotations of the number fields a YAML string may stand for (PyYAML reads ``1e-5`` as a string:
+#: YAML 1.1 wants a dot, ``1.0e-5``)
+_FLOAT_TYPES = ("float", "float | None")
+
+
+def _as_float(value: str, where: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{where}: expected a number, got {value!r}") from None
 
 
 class ConfigBase:
@@ -62,6 +76,8 @@ class ConfigBase:
         for name, value in values.items():  # YAML has lists only
             if isinstance(value, list) and isinstance(known[name].default, tuple):
                 values[name] = tuple(value)
+            elif isinstance(value, str) and str(known[name].type) in _FLOAT_TYPES:
+                values[name] = _as_float(value, f"{where}: {cls.__name__}.{name}")
         return cls(**values)
 
     @classmethod
