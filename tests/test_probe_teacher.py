@@ -221,8 +221,9 @@ def test_estimate_probe_cli_relevels_a_real_estimate_output_record_by_record(tmp
     leveled = read_responses(out)
     assert [r.sample_id for r in leveled] == [json.loads(x)["sample_id"]
                                               for x in before.decode().splitlines()]
-    errors = {r.sample_id: r.meta["error_field"] for r in leveled if "error" in r.meta}
-    assert errors == {"nowhere": "sample_id", gone: "image"}
+    errors = {r.sample_id: (r.meta["error_field"], r.meta["error_reason"]) for r in leveled
+              if "error" in r.meta}
+    assert errors == {"nowhere": ("sample_id", "unknown_sample"), gone: ("image", "bad_image")}
 
     # the same levels by hand, on the responses the command could read
     image.write_bytes(kept_image)

@@ -234,6 +234,35 @@ def test_cs_bounds(pairs: list[tuple[float, float]]) -> None:
     assert confidence_self_calibration(e, e) == pytest.approx(1.0)
 
 
+def test_cs_squared_form_by_hand_and_what_each_form_pays_an_unsure_policy() -> None:
+    """R_CS's two distances (``RLConfig.cs_form``): by hand, and the reason to offer the
+    squared one. A policy that cannot tell whether a step's i_t is level 1 (.1, 60% of such
+    steps) or level 5 (.9, 40%) and states one value for all of them: under |e - i| the best
+    value is the median, .1 (its expected R_CS beats the mean's .42); under (e - i)^2 it is the
+    mean, .42 (which beats stating .1 or the middle level .5)."""
+    assert confidence_self_calibration([0.9, 0.1], [0.5, 0.5], form="squared") == \
+        pytest.approx(1 - (0.16 + 0.16) / 2)
+    assert np.isnan(confidence_self_calibration([0.3], [float("nan")], form="squared"))
+    with pytest.raises(ValueError, match="R_CS form"):
+        confidence_self_calibration([0.5], [0.5], form="l1")
+    from mmboundary.demo.config import DemoConfig
+    from mmboundary.training.rl_config import RLConfig
+
+    with pytest.raises(ValueError, match="RLConfig.cs_form"):
+        RLConfig(cs_form="l1", gamma=0.0)
+    with pytest.raises(ValueError, match="rl_cs_form"):
+        DemoConfig(rl_cs_form="l1")
+    internal = np.array([0.1] * 6 + [0.9] * 4)
+
+    def paid(value: float, form: str) -> float:
+        return confidence_self_calibration([value] * len(internal), internal, form=form)
+
+    grid = np.round(np.arange(0.0, 1.001, 0.01), 2)
+    assert grid[np.argmax([paid(v, "abs") for v in grid])] == pytest.approx(0.1)
+    assert grid[np.argmax([paid(v, "squared") for v in grid])] == pytest.approx(0.42)
+    assert paid(0.42, "squared") > max(paid(0.1, "squared"), paid(0.5, "squared"))
+
+
 def _synthetic_rollouts(seed: int = 0, n: int = 400, steps: int = 5) -> np.ndarray:
     """Fused C of n rollouts x steps: concentrated around the middle, as a real model's C is."""
     return np.clip(np.random.default_rng(seed).normal(0.5, 0.1, (n, steps)), 0.0, 1.0)
@@ -325,6 +354,8 @@ def test_step_scores_and_their_standardisation_by_hand() -> None:
     assert step_scores(analyses[1], beta=2.0, gamma=0.0) == pytest.approx([-1.62, -1.62])
     (bare,) = make_analyzer(0.9).analyze([NO_STATEMENTS], [COLUMN])
     assert step_scores(bare, 1.0, 1.0) == pytest.approx([-0.65, -0.65])
+    # cs_form "squared": -(.5 - 1)^2 - (.5 - .9)^2 = -.41
+    assert step_scores(bare, 1.0, 1.0, cs_form="squared") == pytest.approx([-0.41, -0.41])
     unknown = Sample(id="u", dataset="toy", question="?", answers=["2"]).model_dump_json()
     (blind,) = make_analyzer(0.9).analyze([PERFECT], [unknown])
     assert step_scores(blind, 1.0, 1.0) == [None] * 3

@@ -325,8 +325,10 @@ def probe_teacher_responses(vlm: Any, samples: Sequence[Sample], responses: Sequ
             try:
                 images[sid] = images[sid] if sid in images else load_image(by_id[sid])
                 rows.append(i)
+            except FileNotFoundError as err:  # the reasons of the estimate pipeline's lines
+                fail(i, "image", "missing_image", str(err))
             except Exception as err:  # noqa: BLE001 - any unreadable image fails its record only
-                fail(i, "image", "image_error", f"{type(err).__name__}: {err}")
+                fail(i, "image", "bad_image", f"{type(err).__name__}: {err}")
         if rows:
             chunk = step_states(vlm, [by_id[out[i].sample_id] for i in rows],
                                 [out[i] for i in rows], lambda s, got=images: got[s.id],

@@ -131,6 +131,9 @@ class DemoConfig(ConfigBase):
     """Who gets which reward in GRPO (``RLConfig.credit``, ours): "completion" (GRPO's one
     advantage per completion) or "step" (content from R_KA, each statement from its own step's
     R_EC / R_CS terms; ``training.step_credit``)."""
+    rl_cs_form: str = "abs"
+    """R_CS's per-step distance (``RLConfig.cs_form``, ours): "abs" |e_t - i_t| (METHOD.md) or
+    "squared" (e_t - i_t)^2."""
     rl_calibrator: str = "start_model"
     """Calibrator of R_CS's i_t: "start_model" = fitted on the RL start model's own greedy answers
     to the train split (METHOD.md section 6: the calibrator of the model whose confidence it is);
@@ -194,6 +197,7 @@ class DemoConfig(ConfigBase):
     def __post_init__(self) -> None:
         """Validate on load (a YAML typo fails here, not at stage 5)."""
         from mmboundary.evaluation.baseline_runs import METHODS
+        from mmboundary.training.rewards import CS_FORMS
         from mmboundary.training.step_credit import CREDITS
 
         checks = [
@@ -205,6 +209,7 @@ class DemoConfig(ConfigBase):
             (self.rl_calibrator in ("start_model", "given"), "rl_calibrator",
              "'start_model' or 'given'"),
             (self.rl_credit in CREDITS, "rl_credit", f"one of {CREDITS}"),
+            (self.rl_cs_form in CS_FORMS, "rl_cs_form", f"one of {CS_FORMS}"),
             (self.sft_teacher in SFT_TEACHERS, "sft_teacher", f"one of {SFT_TEACHERS}"),
             (self.sft_teacher != "probe" or self.rl_calibrator == "start_model", "rl_calibrator",
              "'start_model' with sft_teacher 'probe' (R_CS's probe is the start model's own)"),

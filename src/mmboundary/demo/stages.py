@@ -282,6 +282,7 @@ def reinforce(config: DemoConfig, world: dict[str, Any], start_model: str, calib
                       learning_rate=config.rl_lr, kl_beta=config.rl_kl_beta,
                       alpha=config.rl_weights[0], beta=config.rl_weights[1],
                       gamma=config.rl_weights[2], credit=config.rl_credit,
+                      cs_form=config.rl_cs_form,
                       temperature=config.rl_temperature,
                       max_steps=config.rl_steps, max_completion_length=config.max_new_tokens,
                       use_lora=False, seed=config.seed, use_cpu=True, bf16=False,

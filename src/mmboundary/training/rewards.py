@@ -63,8 +63,32 @@ def expected_calibration(expressed: Sequence[float], step_correct: Sequence[floa
     return float(round(1.0 - np.mean((e - a) ** 2), 12))
 
 
-def confidence_self_calibration(expressed: Sequence[float], internal: Sequence[float]) -> float:
-    """R_CS = 1 - mean_t |e_t - i_t| **(ours: the form)**; no steps scores 0.
+#: forms of R_CS's distance (``RLConfig.cs_form``; ours): ``abs`` = 1 - mean_t |e_t - i_t| (METHOD.md
+#: section 6), ``squared`` = 1 - mean_t (e_t - i_t)^2
+CS_FORMS = ("abs", "squared")
+
+
+def cs_distance(expressed: Any, internal: Any, form: str = "abs") -> Any:
+    """|e - i| (``abs``) or (e - i)^2 (``squared``), elementwise: R_CS's per-step distance.
+
+    Which one decides what a policy that cannot tell i_t exactly is paid to state: the
+    expectation of ``abs`` is smallest at the median of i_t given what it can tell (with five
+    level values, the middle one as soon as it is unsure), that of ``squared`` at the mean.
+
+    >>> cs_distance(0.9, 0.5), round(cs_distance(0.9, 0.5, "squared"), 6)
+    (0.4, 0.16)
+    """
+    if form not in CS_FORMS:
+        raise ValueError(f"R_CS form: expected one of {CS_FORMS}, got {form!r}")
+    d = np.abs(np.asarray(expressed, float) - np.asarray(internal, float))
+    out = d if form == "abs" else d ** 2
+    return float(round(float(out), 12)) if out.ndim == 0 else out
+
+
+def confidence_self_calibration(expressed: Sequence[float], internal: Sequence[float],
+                                form: str = "abs") -> float:
+    """R_CS = 1 - mean_t |e_t - i_t| **(ours: the form)**, or 1 - mean_t (e_t - i_t)^2 with
+    ``form="squared"`` (``cs_distance``); no steps scores 0.
 
     e_t and i_t must be on one scale (METHOD.md section 6): e_t is a stated level's value
     (2k - 1) / 10, so i_t is the level value of the internal confidence, not the raw fused C.
@@ -76,6 +100,8 @@ def confidence_self_calibration(expressed: Sequence[float], internal: Sequence[f
 
     >>> confidence_self_calibration([0.9, 0.5], [0.7, 0.5])
     0.9
+    >>> confidence_self_calibration([0.9, 0.5], [0.7, 0.5], form="squared")  # 1 - 0.04 / 2
+    0.98
     """
     if not len(expressed):
         return 0.0
@@ -83,7 +109,7 @@ def confidence_self_calibration(expressed: Sequence[float], internal: Sequence[f
     known = np.isfinite(i)
     if not known.any():
         return float("nan")
-    return float(round(1.0 - np.mean(np.abs(e[known] - i[known])), 12))
+    return float(round(1.0 - np.mean(cs_distance(e[known], i[known], form)), 12))
 
 
 def correctness_incentive(alpha: float, beta: float, expressed: float, steps: int) -> float:
@@ -197,8 +223,9 @@ def confidence_self_calibration_reward(completions: list, sample: list, *,
                                        trainer_state: Any = None,
                                        log_extra: Callable | None = None,
                                        log_metric: Callable | None = None,
-                                       **kwargs: Any) -> list[float | None]:
-    """R_CS = 1 - mean_t |e_t - i_t| (confidence self-calibration, METHOD.md section 6).
+                                       form: str = "abs", **kwargs: Any) -> list[float | None]:
+    """R_CS = 1 - mean_t |e_t - i_t| (confidence self-calibration, METHOD.md section 6; ``form``
+    "squared": 1 - mean_t (e_t - i_t)^2, ``RLConfig.cs_form``).
 
     e_t = expressed confidence (0.5 without a statement), i_t = internal confidence from the
     analyzer's scorer (``confidence.InternalConfidenceScorer``: the level value (2k - 1) / 10 of
@@ -223,8 +250,8 @@ def confidence_self_calibration_reward(completions: list, sample: list, *,
                          "an internal-confidence scorer (or turn R_CS off: weight gamma = 0)")
     analyses = analyzer.analyze(completions, sample, image=image, trainer_state=trainer_state,
                                 log_extra=log_extra, log_metric=log_metric)
-    scores = [None if a.internal is None else confidence_self_calibration(a.expressed, a.internal)
-              for a in analyses]
+    scores = [None if a.internal is None
+              else confidence_self_calibration(a.expressed, a.internal, form) for a in analyses]
     return [None if r is None or math.isnan(r) else r for r in scores]
 
 

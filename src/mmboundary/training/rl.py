@@ -145,7 +145,8 @@ def build_reward_functions(config: RLConfig,
              functools.partial(R.expected_calibration_reward, analyzer=analyzer)]
     weights = [config.alpha, config.beta]
     if analyzer.internal is not None:
-        funcs.append(functools.partial(R.confidence_self_calibration_reward, analyzer=analyzer))
+        funcs.append(functools.partial(R.confidence_self_calibration_reward, analyzer=analyzer,
+                                       form=config.cs_form))
         weights.append(config.gamma)
     elif config.gamma > 0:
         raise ValueError("RL: gamma > 0 needs an internal-confidence scorer (RLConfig.calibrator)")
@@ -288,7 +289,8 @@ def train_rl(config: RLConfig, heldout_metrics: Any = None) -> Path:
         from mmboundary.training.step_credit import step_credit_trainer_class
 
         trainer_class = step_credit_trainer_class()
-        extra = {"analyzer": analyzer, "beta": config.beta, "gamma": config.gamma}
+        extra = {"analyzer": analyzer, "beta": config.beta, "gamma": config.gamma,
+                 "cs_form": config.cs_form}
         weights = [w if f.func not in (R.expected_calibration_reward,
                                        R.confidence_self_calibration_reward) else 0.0
                    for f, w in zip(funcs, weights, strict=True)]

@@ -52,6 +52,11 @@ class RLConfig(ConfigBase):
     """Weight of R_EC (expected calibration); 0 = ablation w/o R_EC."""
     gamma: float = 1.0
     """Weight of R_CS (confidence self-calibration); 0 = ablation w/o R_CS."""
+    cs_form: str = "abs"
+    """R_CS's per-step distance (ours, the form is ours in METHOD.md too): "abs" = 1 - mean_t
+    |e_t - i_t| (METHOD.md section 6), "squared" = 1 - mean_t (e_t - i_t)^2
+    (``rewards.cs_distance``: |.| pays a policy unsure of i_t to state its median level, the
+    middle one; (.)^2 its mean)."""
     statement_mode: Literal["statement", "numeric"] = "statement"
     """How the policy states confidence: bank statements, or "(confidence 0.7)" (the ablation
     w/o S-S mapping); the parser of e_t and of the content i_t scores."""
@@ -203,8 +208,12 @@ class RLConfig(ConfigBase):
             raise ValueError(f"RLConfig: eval_every and eval_samples must be >= 0 and "
                              f"eval_batch_size >= 1, got {self.eval_every}, "
                              f"{self.eval_samples}, {self.eval_batch_size}")
+        from mmboundary.training.rewards import CS_FORMS
         from mmboundary.training.step_credit import CREDITS
 
+        if self.cs_form not in CS_FORMS:
+            raise ValueError(f"RLConfig.cs_form: expected one of {list(CS_FORMS)}, got "
+                             f"{self.cs_form!r}")
         if self.credit not in CREDITS:
             raise ValueError(f"RLConfig.credit: expected one of {list(CREDITS)}, got "
                              f"{self.credit!r}")

@@ -40,9 +40,13 @@ CREDITS = ("completion", "step")
 MIN_TRL = "1.16"
 
 
-def step_scores(analysis: StepAnalysis, beta: float, gamma: float) -> list[float | None]:
-    """Per step, ``-beta (e_t - a_t)^2 - gamma |e_t - i_t|`` (e_t = 0.5 for a step without a
-    statement, as in R_EC); all ``None`` when the completion's step correctness is unknown."""
+def step_scores(analysis: StepAnalysis, beta: float, gamma: float,
+                cs_form: str = "abs") -> list[float | None]:
+    """Per step, ``-beta (e_t - a_t)^2 - gamma |e_t - i_t|`` (``cs_form`` "squared": ``gamma (e_t -
+    i_t)^2``, ``rewards.cs_distance``; e_t = 0.5 for a step without a statement, as in R_EC); all
+    ``None`` when the completion's step correctness is unknown."""
+    from mmboundary.training.rewards import cs_distance
+
     steps = len(analysis.steps)
     if analysis.step_correct is None:
         return [None] * steps
@@ -51,7 +55,7 @@ def step_scores(analysis: StepAnalysis, beta: float, gamma: float) -> list[float
     for e, a, i in zip(analysis.expressed, analysis.step_correct, internal, strict=True):
         score = -beta * (e - a) ** 2
         if gamma and math.isfinite(i):
-            score -= gamma * abs(e - i)
+            score -= gamma * cs_distance(e, i, cs_form)
         out.append(score)
     return out
 
@@ -77,7 +81,7 @@ def standardise(scores: Sequence[Sequence[float | None]]) -> list[list[float | N
 
 def token_advantages(advantages: Any, completion_ids: Any, completion_mask: Any,
                      texts: Sequence[str], analyses: Sequence[StepAnalysis], tokenizer: Any,
-                     beta: float, gamma: float) -> tuple[Any, int]:
+                     beta: float, gamma: float, cs_form: str = "abs") -> tuple[Any, int]:
     """``[B, T]`` advantages: each row's completion advantage, with the tokens overlapping a
     scored step's :func:`credit_span` set to that step's z_t. Also returns how many steps got
     credit.
@@ -88,7 +92,7 @@ def token_advantages(advantages: Any, completion_ids: Any, completion_mask: Any,
     from mmboundary.models.token_stats import decode_offsets
 
     out = advantages.reshape(-1, 1).expand_as(completion_ids).clone().float()
-    z = standardise([step_scores(a, beta, gamma) for a in analyses])
+    z = standardise([step_scores(a, beta, gamma, cs_form) for a in analyses])
     credited = 0
     for b, (text, analysis, row) in enumerate(zip(texts, analyses, z, strict=True)):
         positions = completion_mask[b].nonzero().flatten().tolist()
@@ -124,13 +128,13 @@ def step_credit_trainer_class() -> type:
 
     class StepCreditGRPOTrainer(GRPOTrainer):
         def __init__(self, *args: Any, analyzer: StepAnalyzer, beta: float, gamma: float,
-                     **kwargs: Any) -> None:
+                     cs_form: str = "abs", **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._credit = (analyzer, beta, gamma)
+            self._credit = (analyzer, beta, gamma, cs_form)
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
             output = super()._generate_and_score_completions(inputs)
-            analyzer, beta, gamma = self._credit
+            analyzer, beta, gamma, cs_form = self._credit
             ids, mask = output["completion_ids"], output["completion_mask"]
             texts = self.processing_class.batch_decode(ids, skip_special_tokens=True)
             analyses = analyzer.analyze(texts, [x["sample"] for x in inputs],
@@ -138,7 +142,8 @@ def step_credit_trainer_class() -> type:
                                         trainer_state=self.state)
             tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
             output["advantages"], credited = token_advantages(
-                output["advantages"], ids, mask, texts, analyses, tokenizer, beta, gamma)
+                output["advantages"], ids, mask, texts, analyses, tokenizer, beta, gamma,
+                cs_form)
             mode = "train" if self.model.training else "eval"
             self._metrics[mode]["mmb/credited_steps"].append(float(credited))
             return output
