@@ -72,8 +72,9 @@ def cs_distance(expressed: Any, internal: Any, form: str = "abs") -> Any:
     """|e - i| (``abs``) or (e - i)^2 (``squared``), elementwise: R_CS's per-step distance.
 
     Which one decides what a policy that cannot tell i_t exactly is paid to state: the
-    expectation of ``abs`` is smallest at the median of i_t given what it can tell (with five
-    level values, the middle one as soon as it is unsure), that of ``squared`` at the mean.
+    expectation of ``abs`` is smallest at the median of i_t given what it can tell (for levels
+    spread around the middle, the middle level, whatever the spread), that of ``squared`` at the
+    mean (README, "Where the probe teacher's accuracy goes").
 
     >>> cs_distance(0.9, 0.5), round(cs_distance(0.9, 0.5, "squared"), 6)
     (0.4, 0.16)
