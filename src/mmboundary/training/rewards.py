@@ -83,7 +83,7 @@ def cs_distance(expressed: Any, internal: Any, form: str = "abs") -> Any:
         raise ValueError(f"R_CS form: expected one of {CS_FORMS}, got {form!r}")
     d = np.abs(np.asarray(expressed, float) - np.asarray(internal, float))
     out = d if form == "abs" else d ** 2
-    return float(round(float(out), 12)) if out.ndim == 0 else out
+    return float(out) if out.ndim == 0 else out
 
 
 def confidence_self_calibration(expressed: Sequence[float], internal: Sequence[float],
