@@ -28,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from mmboundary.demo.config import DemoConfig
 from mmboundary.text.statements import default_bank
 from mmboundary.training.config import SFTConfig
@@ -45,27 +47,38 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a finished `mmboundary demo` run (its rl/run/model)")
     ap.add_argument("out", type=Path)
     ap.add_argument("--n-val", type=int, default=1500)
+    ap.add_argument("--from", dest="stage", choices=("rl", "warm-up"), default="rl",
+                    help="re-teach the run's RL model (default) or its warm-up model")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="SFTConfig override (YAML value), repeatable, e.g. "
+                         "trainable=statement-rows")
+    ap.add_argument("--levels", type=Path, default=None,
+                    help="reuse the estimates-probe.jsonl of an earlier OUT (skips steps 1-2)")
     args = ap.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     demo = DemoConfig.from_dict(json.loads((args.run / "demo_config.json").read_text()))
-    model, train = args.run / "rl" / "run" / "model", args.run / "world" / "train.json"
+    model = args.run / ("rl" if args.stage == "rl" else "sft-mmboundary") / "run" / "model"
+    train = args.run / "world" / "train.json"
     args.out.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "mmboundary"]
     device = ["--device", "cpu", "--dtype", "float32", "--batch-size", str(demo.batch_size)]
-    run(*cli, "estimate", "--model", model, "--data", train, "--dataset", "shapes", "--out",
-        args.out / "estimates.jsonl", "--estimators", "lnlp,mte", "--level-rule", "accuracy",
-        "--max-new-tokens", str(demo.max_new_tokens), "--no-progress", *device)
-    run(*cli, "estimate", "probe", "--model", model, "--responses", args.out / "estimates.jsonl",
-        "--data", train, "--dataset", "shapes", "--out", args.out / "estimates-probe.jsonl",
-        "--seed", str(demo.seed), *device)
-    data, summary, _ = build_sft(args.out / "estimates-probe.jsonl", train, args.out / "data",
+    levels = args.levels or args.out / "estimates-probe.jsonl"
+    if args.levels is None:
+        run(*cli, "estimate", "--model", model, "--data", train, "--dataset", "shapes", "--out",
+            args.out / "estimates.jsonl", "--estimators", "lnlp,mte", "--level-rule", "accuracy",
+            "--max-new-tokens", str(demo.max_new_tokens), "--no-progress", *device)
+        run(*cli, "estimate", "probe", "--model", model, "--responses",
+            args.out / "estimates.jsonl", "--data", train, "--dataset", "shapes", "--out", levels,
+            "--seed", str(demo.seed), *device)
+    data, summary, _ = build_sft(levels, train, args.out / "data",
                                  seed=demo.seed,
                                  bank=default_bank().subset(demo.statements_per_level or 1))
     print(f"SFT set: {summary.records} records, levels {summary.levels}", flush=True)
-    sft = SFTConfig.from_dict({"preset": "tiny-cpu"}, model=str(model), dataset=str(data),
-                              output_dir=str(args.out / "run"), finetuning=demo.sft_finetuning,
-                              learning_rate=demo.sft_lr, distill_weight=0.0,
-                              num_train_epochs=demo.sft_epochs, seed=demo.seed, batch_size=16,
-                              per_device_train_batch_size=16)
+    sft = SFTConfig.from_dict({"preset": "tiny-cpu"}, **{
+        "model": str(model), "dataset": str(data), "output_dir": str(args.out / "run"),
+        "finetuning": demo.sft_finetuning, "learning_rate": demo.sft_lr, "distill_weight": 0.0,
+        "num_train_epochs": demo.sft_epochs, "seed": demo.seed, "batch_size": 16,
+        "per_device_train_batch_size": 16, **overrides})
     retaught = train_sft(sft)
     run(sys.executable, Path(__file__).with_name("warmup_screen.py"), args.run,
         args.out / "screen", "--model", retaught, "--n-val", str(args.n_val))
