@@ -18,6 +18,11 @@ with the commands a real-model user runs:
 
     python examples/reteach_statements.py RUN OUT          # RUN: a finished demo run
     python examples/warmup_screen.py RUN OUT/reference --model RUN/rl/run/model   # the RL model
+
+Options: `--from warm-up` re-teaches the run's warm-up model instead of its RL model; `--set
+FIELD=VALUE` overrides the SFT config (README's seventh round: `--set trainable=statement-rows`
+or `statement-choice-rows`, only the statement tokens' output rows trained); `--levels FILE`
+reuses the `estimates-probe.jsonl` of an earlier OUT (steps 1-2 skipped).
 """
 
 from __future__ import annotations

@@ -39,6 +39,10 @@ def test_rows_are_the_statement_tokens_the_content_never_uses(world_tokenizer) -
     assert set(rows.trained) == _ids(tok, "Ġb", "ut", "Ġthis", "Ġju", "st", "Ġguess", "Ġwith",
                                      "Ġcertainty", "ĠI", "'m", "Ġnot", "Ġsure")
     assert set(rows.shared) == _ids(tok, ",", "Ġis", "Ġa", "Ġtotal")
+    # where the statements part: after "," ("b" / "with") and after ", but" ("this" / "I");
+    # "'m" only ever follows "I" here, so it is a continuation
+    choice = statement_rows(texts, tok, default_parser(), choice_only=True)
+    assert set(choice.trained) == _ids(tok, "Ġb", "Ġwith", "Ġthis", "ĠI") and not choice.shared
     with pytest.raises(ValueError, match="no token occurs only in statements"):
         statement_rows(["There is a green square."], tok, default_parser())
 
@@ -81,7 +85,7 @@ def test_config_refuses_what_would_move_other_weights() -> None:
     with pytest.raises(ValueError, match="needs finetuning='full' and weight_decay=0"):
         SFTConfig(trainable="statement-rows")  # LoRA is the default
     with pytest.raises(ValueError, match="needs finetuning='full' and weight_decay=0"):
-        SFTConfig(trainable="statement-rows", finetuning="full", weight_decay=0.01)
+        SFTConfig(trainable="statement-choice-rows", finetuning="full", weight_decay=0.01)
     with pytest.raises(ValueError, match="trainable must be"):
         SFTConfig(trainable="rows")
     assert SFTConfig(trainable="statement-rows", finetuning="full").trainable == "statement-rows"

@@ -84,15 +84,17 @@ class SFTConfig(ConfigBase):
     content_weight: float = 1.0
     """Weight of the cross-entropy on content tokens relative to statement tokens (ours,
     ``training.distill``; statement tokens found by the statement parser). 1 = plain SFT."""
-    trainable: Literal["model", "statement-rows"] = "model"
+    trainable: Literal["model", "statement-rows", "statement-choice-rows"] = "model"
     """What the warm-up trains. ``model``: the LoRA adapters or the full model (``finetuning``).
     ``statement-rows`` (ours, ``training.statement_rows``): only the output-embedding rows of the
     tokens that occur in the set's statements and never in its content, everything else frozen:
     every content token's logit is unchanged at every position, so the model's content can move
     only where a statement changes (as later context) or a statement token overtakes a content
-    token. Meant for a model that already states confidence (a warm-up or RL model) whose
-    statements are re-taught another teacher's levels. Needs ``finetuning: full`` and
-    ``weight_decay: 0`` (decay would move the frozen rows)."""
+    token. ``statement-choice-rows``: only those of them where the set's statements part (", but
+    **this** ..." / ", but **I** ..."), not the tokens that continue a chosen statement. Meant
+    for a model that already states confidence (a warm-up or RL model) whose statements are
+    re-taught another teacher's levels. Needs ``finetuning: full`` and ``weight_decay: 0``
+    (decay would move the frozen rows)."""
     bf16: bool | None = None
     """bfloat16 training (TRL ``bf16``; None = on when the GPU supports it, off on CPU)."""
     fp16: bool = False
@@ -129,13 +131,12 @@ class SFTConfig(ConfigBase):
             raise ValueError(f"SFTConfig.content_weight must be >= 0, got {self.content_weight}")
         if self.distill_weight < 0:
             raise ValueError(f"SFTConfig.distill_weight must be >= 0, got {self.distill_weight}")
-        if self.trainable not in ("model", "statement-rows"):
-            raise ValueError("SFTConfig.trainable must be 'model' or 'statement-rows', got "
-                             f"{self.trainable!r}")
-        if self.trainable == "statement-rows" and (self.finetuning != "full"
-                                                   or self.weight_decay != 0):
-            raise ValueError("SFTConfig.trainable='statement-rows' needs finetuning='full' and "
-                             f"weight_decay=0 (got {self.finetuning!r}, {self.weight_decay})")
+        if self.trainable not in ("model", "statement-rows", "statement-choice-rows"):
+            raise ValueError("SFTConfig.trainable must be 'model', 'statement-rows' or "
+                             f"'statement-choice-rows', got {self.trainable!r}")
+        if self.trainable != "model" and (self.finetuning != "full" or self.weight_decay != 0):
+            raise ValueError(f"SFTConfig.trainable={self.trainable!r} needs finetuning='full' "
+                             f"and weight_decay=0 (got {self.finetuning!r}, {self.weight_decay})")
         if self.use_cpu and (self.fp16 or self.bf16):
             raise ValueError("SFTConfig: use_cpu trains in float32; bf16 and fp16 need a GPU")
 

@@ -154,7 +154,7 @@ def build_trainer(config: SFTConfig) -> Any:
     args = trainer_args(config, run_dir)
     with args.main_process_first(desc="SFT dataset"):  # one process maps, the others read it
         dataset = prepare_dataset(config)
-    if config.trainable == "statement-rows":
+    if config.trainable != "model":
         _train_statement_rows_only(config, model, processor, run_dir)
     kwargs = dict(model=model, args=args, train_dataset=dataset, processing_class=processor,
                   peft_config=_lora_config(config, model) if config.finetuning == "lora" else None)
@@ -172,8 +172,9 @@ def build_trainer(config: SFTConfig) -> Any:
 
 def _train_statement_rows_only(config: SFTConfig, model: Any, processor: Any,
                                run_dir: Path) -> None:
-    """``trainable: statement-rows``: freeze ``model`` but the output rows of the set's
-    statement-only tokens (``training.statement_rows``); the chosen tokens go to
+    """``trainable: statement-rows`` / ``statement-choice-rows``: freeze ``model`` but the output
+    rows of the set's statement-only tokens (all, or where statements part;
+    ``training.statement_rows``); the chosen tokens go to
     ``run_dir/statement_rows.json``."""
     from mmboundary.text.statement_parser import default_parser
     from mmboundary.training.sft_data import load_sft_dataset
@@ -182,7 +183,8 @@ def _train_statement_rows_only(config: SFTConfig, model: Any, processor: Any,
     tokenizer = getattr(processor, "tokenizer", processor)
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = statement_rows(assistant_texts(load_sft_dataset(config.dataset)), tokenizer,
-                          default_parser(dataset_mode(config.dataset)))
+                          default_parser(dataset_mode(config.dataset)),
+                          choice_only=config.trainable == "statement-choice-rows")
     restrict_to_rows(model, rows.trained)
     (run_dir / "statement_rows.json").write_text(json.dumps({
         "trained": {str(t): tokenizer.convert_ids_to_tokens(t) for t in rows.trained},

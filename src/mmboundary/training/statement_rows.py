@@ -36,31 +36,60 @@ class StatementRows:
     shared: list[int]
 
 
-def statement_rows(texts: Iterable[str], tokenizer: Any, parser: Any) -> StatementRows:
+def statement_rows(texts: Iterable[str], tokenizer: Any, parser: Any,
+                   choice_only: bool = False) -> StatementRows:
     """Token ids occurring in a statement span of some text and in no content of any text.
 
     A token is a statement token when its character span overlaps a statement span
     (``distill.statement_span``: from the step's content end to its final punctuation);
-    every other token with a non-empty span is content."""
+    every other token with a non-empty span is content. ``choice_only``: only the tokens where
+    the set's statements part, i.e. in the trie of their token sequences the children of a node
+    with two or more children (", but **this** ..." / ", but **I** ..."); the tokens that merely
+    continue a chosen statement ("certainty" after "with total") are left out, so they cannot
+    overtake a content token they share a context with ("in total")."""
     from mmboundary.models.token_stats import decode_offsets
 
     texts = list(texts)
     statement: set[int] = set()
     content: set[int] = set()
+    trie: dict = {}
     for text, spans in zip(texts, statement_char_spans(texts, parser), strict=True):
         ids = tokenizer.encode(text, add_special_tokens=False)
+        sequences: list[list[int]] = [[] for _ in spans]
         for token, (start, end) in zip(ids, decode_offsets(tokenizer, ids, text), strict=True):
             if end <= start:
                 continue
-            if any(start < s_end and s_start < end for s_start, s_end in spans):
+            hit = [k for k, (s_start, s_end) in enumerate(spans) if start < s_end and s_start < end]
+            if hit:
                 statement.add(int(token))
+                sequences[hit[0]].append(int(token))
             else:
                 content.add(int(token))
+        for sequence in sequences:
+            node = trie
+            for token in sequence:
+                node = node.setdefault(token, {})
+    if choice_only:
+        statement = _choice_tokens(trie)
     trained = sorted(statement - content)
     if not trained:
         raise ValueError("statement-rows: no token occurs only in statements (every statement "
-                         "token is also used by the content, or the set has no statements)")
+                         "token is also used by the content, or the set has no statements)"
+                         + (" where the statements part" if choice_only else ""))
     return StatementRows(trained=trained, shared=sorted(statement & content))
+
+
+def _choice_tokens(trie: dict) -> set[int]:
+    """The children of every node of ``trie`` (nested dicts keyed by token id) that has two or
+    more children."""
+    out: set[int] = set()
+    stack = [trie]
+    while stack:
+        node = stack.pop()
+        if len(node) >= 2:
+            out.update(node)
+        stack.extend(node.values())
+    return out
 
 
 def restrict_to_rows(model: Any, token_ids: list[int]) -> Any:
