@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import replace
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -174,7 +175,7 @@ def test_warmup_with_the_probe_teacher_says_the_probe_levels(tmp_path):
 
     torch.set_num_threads(1)
     config = replace(PRESETS["quick"], out_dir=str(tmp_path / "probe"), sft_teacher="probe",
-                     threads=1)
+                     threads=1, sft_augment=True)
     world = make_world(config)
     est = vanilla_estimates(config, world, shipped_world_model_path(), shipped_world_clip_path())
     sft = warmup(config, world, est, shipped_world_model_path())
@@ -190,6 +191,16 @@ def test_warmup_with_the_probe_teacher_says_the_probe_levels(tmp_path):
             if s.confidence is not None]
     by_probe = [s.level for r in leveled for s in r.steps if s.confidence is not None]
     assert sum(a != b for a, b in zip(by_c, by_probe, strict=True)) == taught["changed"] > 0
+    # sft_augment: the same records with random levels, trained on their content only
+    def records(folder):
+        return [json.loads(line) for line in (Path(folder) / "records.jsonl").open()]
+
+    main, extra = records(config.out / "sft-mmboundary" / "data"), records(
+        sft["content_only_dataset"])
+    assert [r["id"] for r in extra] == [r["id"] for r in main]
+    assert [r["levels"] for r in extra] != [r["levels"] for r in main]
+    run_config = json.loads((config.out / "sft-mmboundary" / "run" / "sft_config.json").read_text())
+    assert run_config["content_only_dataset"] == sft["content_only_dataset"]
     # R_CS's i_t: a probe of the warm-up model, fitted on its own answers, goes to RL
     from mmboundary.confidence.probe_teacher import StepProbe
     from mmboundary.demo.stages import start_model_calibrator

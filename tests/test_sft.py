@@ -303,3 +303,65 @@ def test_numeric_datasets_mark_their_numbers_as_statements(sft_setup) -> None:
         said = tok.decode(batch["input_ids"][row][mask[row]])
         text = record.messages[1]["content"][0]["text"]
         assert said.split() == " ".join(re.findall(r"\(confidence [\d.]+\)", text)).split()
+
+
+def test_random_levels_keep_the_content_and_draw_per_sample() -> None:
+    from mmboundary.training.sft_data import random_levels
+
+    responses = [Response(sample_id=f"q{i}", text="There are 2 circles. So, the answer is 2.",
+                          steps=split_steps("There are 2 circles. So, the answer is 2."))
+                 for i in range(40)]
+    for r in responses:
+        for step in r.steps:
+            step.level = 3
+    drawn = random_levels(responses, seed=7)
+    for original, copy in zip(responses, drawn, strict=True):
+        rng = random.Random(f"7:random-levels:{original.sample_id}")
+        assert [s.level for s in copy.steps] == [rng.randint(1, 5) for _ in copy.steps]
+        assert [s.text for s in copy.steps] == [s.text for s in original.steps]
+        assert all(s.level == 3 for s in original.steps)  # copies, the input is untouched
+    assert {s.level for r in drawn for s in r.steps} == {1, 2, 3, 4, 5}
+    # by sample id, not by position: the same response draws the same levels anywhere
+    assert [s.level for s in random_levels(responses[::-1], seed=7)[0].steps] == \
+        [s.level for s in drawn[-1].steps]
+
+
+def test_content_only_rows_train_no_statement_token(sft_setup, tmp_path) -> None:
+    """``content_only_dataset``: the set is appended with a ``content_only`` flag, and the loss
+    of a batch equals, by hand, the cross-entropy mean over the tokens trained: every assistant
+    token of a normal row, only the content tokens of a flagged row."""
+    from mmboundary.training.sft import build_trainer
+
+    root, model, dataset, _, _ = sft_setup
+    extra, _, _ = build_sft(root / "est.jsonl", root / "world" / "train.json", tmp_path / "rand",
+                            bank=SUB_BANK, levels="random", seed=3)
+    trainer = build_trainer(tiny_config(root, model, dataset, output_dir=str(tmp_path / "run"),
+                                        content_only_dataset=str(extra)))
+    data = trainer.train_dataset
+    n = len(data) // 2
+    assert data["content_only"] == [0] * n + [1] * n and data["id"][:n] == data["id"][n:]
+    batch = trainer.data_collator([dict(data[0]), dict(data[n + 1])])
+    assert batch["content_only"].tolist() == [False, True]
+    labels = batch["labels"]
+    tok = trainer.processing_class.tokenizer
+    statement = statement_token_mask(tok, batch["input_ids"], labels, default_parser())
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        logits = trainer.model(**{k: v for k, v in batch.items()
+                                  if k not in ("labels", "content_only")}).logits
+    shift = labels[:, 1:]
+    per = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(),
+                                            shift.clamp(min=0), reduction="none")
+    trained = (shift != -100)
+    trained[1] &= ~statement[1, 1:]  # the flagged row: content tokens only
+    assert statement[1, 1:][shift[1] != -100].any()  # it had statement tokens to leave out
+    expected = per[trained].mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    # a set with other columns is refused, naming them
+    from mmboundary.training.sft import prepare_dataset
+    from mmboundary.training.sft_data import load_sft_dataset
+
+    bad = tmp_path / "bad"
+    load_sft_dataset(extra).rename_column("id", "record").save_to_disk(str(bad / "hf"))
+    with pytest.raises(ValueError, match="content_only_dataset: columns"):
+        prepare_dataset(tiny_config(root, model, dataset, content_only_dataset=str(bad)))

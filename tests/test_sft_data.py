@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,30 @@ def test_build_sft_cli(world, tmp_path) -> None:
     rows = json.loads((tmp_path / "lf" / "mmboundary_sft.json").read_text())
     assert "(confidence 0." in rows[0]["messages"][1]["content"]
     assert (tmp_path / "lf" / "mmboundary_sft_sft.yaml").is_file()
+
+
+def test_build_sft_cli_random_levels(world, tmp_path) -> None:
+    """``--random-levels``: the records state the levels ``random_levels`` draws (by --seed and
+    sample id), the same content, and the summary counts those levels."""
+    from typer.testing import CliRunner
+
+    from mmboundary.cli import app
+    from mmboundary.training.sft_data import random_levels
+
+    data, samples = world
+    responses = constructed_estimates(samples)
+    est = tmp_path / "est.jsonl"
+    est.write_text("".join(r.model_dump_json() + "\n" for r in responses))
+    for name, extra in (("given", []), ("random", ["--random-levels"])):
+        result = CliRunner().invoke(app, ["build-sft", "--estimates", str(est), "--data",
+                                          str(data), "--out", str(tmp_path / name), "--seed", "4",
+                                          *extra])
+        assert result.exit_code == 0, result.output
+    given, drawn = ([json.loads(line) for line in (tmp_path / name / "records.jsonl").open()]
+                    for name in ("given", "random"))
+    expected = {r.sample_id: [s.level for s in r.steps] for r in random_levels(responses, 4)}
+    assert [r["levels"] for r in drawn] == [expected[r["id"]] for r in drawn]
+    assert [r["levels"] for r in drawn] != [r["levels"] for r in given]
+    summary = json.loads((tmp_path / "random" / "summary.json").read_text())
+    assert summary["levels"] == {str(k): v for k, v in sorted(
+        Counter(level for r in drawn for level in r["levels"]).items())}

@@ -31,6 +31,11 @@ def build_sft_command(
                              help="statement: bank statements (MMBoundary); numeric: "
                                   "'(confidence 0.7)' (ablation w/o S-S mapping)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the statement sampling."),
+    random_levels: bool = typer.Option(False, "--random-levels",
+                                       help="Each step states a uniformly random level (seeded "
+                                            "by --seed and the sample id) instead of its own: "
+                                            "the set `train sft --content-only-dataset` trains "
+                                            "on its content only."),
     bank: Path | None = typer.Option(None, "--bank", exists=True, dir_okay=False,
                                      help="A statement bank JSON (default: the shipped one)."),
     llamafactory: Path | None = typer.Option(None, "--llamafactory", file_okay=False,
@@ -56,6 +61,10 @@ def build_sft_command(
     require_dir(images, "--images")
     images_dir = images if images is not None else data.parent
     samples, responses = _screened_inputs(estimates, data, images_dir)
+    if random_levels:
+        from mmboundary.training.sft_data import random_levels as draw_levels
+
+        responses = draw_levels(responses, seed)
     records, summary = build_sft_records(
         responses, samples, images_dir=images_dir, mode=mode, seed=seed,  # type: ignore[arg-type]
         bank=StatementBank.load(bank) if bank else None)

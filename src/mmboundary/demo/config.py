@@ -100,6 +100,12 @@ class DemoConfig(ConfigBase):
     sft_content_weight: float = 1.0
     """Warm-up cross-entropy weight on content tokens relative to statement tokens
     (``SFTConfig.content_weight``; 0 with ``sft_distill`` > 0: content taught by the KL alone)."""
+    sft_augment: bool = False
+    """Warm-up content that does not read the statements (ours, ``SFTConfig.
+    content_only_dataset``): every warm-up record once more with each step's level drawn
+    uniformly at random, trained on its content only (its statement tokens weight 0), so the
+    content after a statement is taught under every statement. Validation: README "Content that
+    does not read the statements"."""
     sft_teacher: str = "internal"
     """Whose levels the warm-up's statements say: ``internal`` (the paper's: the level of each
     step's fused internal confidence C) or ``probe`` (ours, ``confidence.probe_teacher``: the

@@ -167,8 +167,13 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
         data_dir, summary, _ = build_sft(leveled, world["train"], folder / "data", seed=config.seed,
                                          mode=mode,
                                          bank=bank)
+        augment = None
+        if config.sft_augment:  # the same records, random levels, trained on content only
+            augment, _, _ = build_sft(leveled, world["train"], folder / "data-random-levels",
+                                      seed=config.seed, mode=mode, bank=bank, levels="random")
         sft = SFTConfig.from_dict({"preset": "tiny-cpu"}, model=str(vanilla),
                                   dataset=str(data_dir), output_dir=str(folder / "run"),
+                                  content_only_dataset=str(augment or ""),
                                   finetuning=config.sft_finetuning, learning_rate=config.sft_lr,
                                   distill_weight=config.sft_distill,
                                   content_weight=config.sft_content_weight,
@@ -177,6 +182,7 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
         model = train_sft(sft)
         return {"model": str(model), "calibrator": str(folder / "calibrator.json"),
                 "records": summary.records, "levels": summary.levels,
+                **({"content_only_dataset": str(augment)} if augment else {}),
                 "level_rule": calibrator.levels.rule,
                 "loss": _loss_curve(folder / "run" / "train_log.json"),
                 **({"teacher": "probe", "probe_teacher": teacher} if teacher else {})}

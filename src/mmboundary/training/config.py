@@ -84,6 +84,12 @@ class SFTConfig(ConfigBase):
     content_weight: float = 1.0
     """Weight of the cross-entropy on content tokens relative to statement tokens (ours,
     ``training.distill``; statement tokens found by the statement parser). 1 = plain SFT."""
+    content_only_dataset: str = ""
+    """A second SFT set (``build-sft`` output) mixed into ``dataset`` and trained on its content
+    tokens only: its statement tokens (found by the one statement parser) get weight 0 (ours,
+    ``training.distill``). Meant for the warm-up's own records with uniformly random levels
+    (``build-sft --random-levels``, ``DemoConfig.sft_augment``): the content after a step is
+    taught under every statement, so it stops depending on which one was said. ``""`` = none."""
     trainable: Literal["model", "statement-rows", "statement-choice-rows"] = "model"
     """What the warm-up trains. ``model``: the LoRA adapters or the full model (``finetuning``).
     ``statement-rows`` (ours, ``training.statement_rows``): only the output-embedding rows of the

@@ -16,6 +16,13 @@ are learned by the cross-entropy alone. Statement tokens are found with the one 
 
 With LoRA the teacher is the student with its adapters disabled (no second copy of the weights);
 with full fine-tuning a frozen copy of the vanilla model is loaded.
+
+``SFTConfig.content_only_dataset`` (ours) mixes in a second set, the same responses with every
+step's level drawn at random (``sft_data.random_levels``), whose statement tokens get weight 0: the
+content after each statement is taught under every statement, so the model's content stops
+depending on which statement it said (on the world model the warm-up then keeps the vanilla
+model's answers: README, "Content that does not read the statements"). The cross-entropy is then
+the mean over the tokens trained in each micro-batch.
 """
 
 from __future__ import annotations
@@ -148,7 +155,8 @@ def distill_trainer_class() -> type:
         """Loss = token-mean cross-entropy on the assistant turn + lambda * ``content_kl``."""
 
         def __init__(self, *args: Any, distill_weight: float, content_weight: float = 1.0,
-                     teacher: Any = None, parser: Any = None, **kwargs: Any) -> None:
+                     teacher: Any = None, parser: Any = None, content_only: bool = False,
+                     **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             from mmboundary.text.statement_parser import default_parser
 
@@ -158,6 +166,18 @@ def distill_trainer_class() -> type:
             self.statement_parser = parser or default_parser()
             if teacher is not None:
                 teacher.to(self.accelerator.device).eval().requires_grad_(False)
+            self.content_only = content_only
+            if content_only:
+                collate = self.data_collator
+
+                def collate_flagged(examples: list[dict[str, Any]]) -> dict[str, Any]:
+                    # each record's content_only flag (prepare_dataset) rides beside the batch
+                    flags = [int(e.pop("content_only")) for e in examples]
+                    batch = collate(examples)
+                    batch["content_only"] = torch.tensor(flags, dtype=torch.bool)
+                    return batch
+
+                self.data_collator = collate_flagged
 
         def _teacher_logits(self, model: Any, inputs: dict[str, Any]) -> Any:
             with torch.no_grad():
@@ -169,6 +189,7 @@ def distill_trainer_class() -> type:
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
             mode = "train" if model.training else "eval"
+            content_only = inputs.pop("content_only", None)
             labels = inputs["labels"]
             forward = {key: value for key, value in inputs.items() if key != "labels"}
             outputs = model(**forward, use_cache=False)
@@ -182,10 +203,17 @@ def distill_trainer_class() -> type:
             per_token = torch.nn.functional.cross_entropy(
                 logits[:, :-1][valid].float(), shift_labels[valid], reduction="none")
             weight = torch.where(statement[:, 1:][valid], 1.0, self.content_weight)
-            ce_sum = (per_token * weight).sum()
             tokens = valid.sum() if num_items_in_batch is None else num_items_in_batch
+            if content_only is not None:
+                # statement tokens of content-only rows are not trained; the mean is over the
+                # tokens that are, in this micro-batch
+                row = content_only.to(labels.device)[:, None].expand_as(shift_labels)[valid]
+                weight = torch.where(statement[:, 1:][valid] & row, 0.0, weight)
+                tokens = (weight > 0).sum()
+            ce_sum = (per_token * weight).sum()
             ce = ce_sum / torch.as_tensor(tokens, device=ce_sum.device).clamp(min=1)
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None \
+                    and content_only is None:
                 ce = ce * self.accelerator.num_processes
             if self.distill_weight > 0:
                 t_inputs, index = teacher_inputs(inputs, ~statement, tokenizer.pad_token_id,

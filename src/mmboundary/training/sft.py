@@ -136,10 +136,23 @@ def load_model_and_processor(config: SFTConfig, frozen_copy: bool = False) -> tu
 
 
 def prepare_dataset(config: SFTConfig) -> Any:
-    """The saved SFT dataset, split into prompt/completion when ``loss_on="completion"``."""
+    """The saved SFT dataset, split into prompt/completion when ``loss_on="completion"``; with
+    ``content_only_dataset`` that set appended, every record flagged by a ``content_only``
+    column (0 / 1)."""
     from mmboundary.training.sft_data import load_sft_dataset, to_prompt_completion
 
     dataset = load_sft_dataset(config.dataset)
+    if config.content_only_dataset:
+        from datasets import concatenate_datasets
+
+        extra = load_sft_dataset(config.content_only_dataset)
+        if set(extra.column_names) != set(dataset.column_names):
+            raise ValueError(f"SFTConfig.content_only_dataset: columns {sorted(extra.column_names)}"
+                             f" differ from the dataset's {sorted(dataset.column_names)}")
+        dataset = concatenate_datasets([
+            dataset.add_column("content_only", [0] * len(dataset)),
+            extra.select_columns(dataset.column_names).cast(dataset.features)
+            .add_column("content_only", [1] * len(extra))])
     if config.loss_on == "completion":
         dataset = dataset.map(to_prompt_completion, remove_columns=["messages"])
     return dataset
@@ -158,7 +171,8 @@ def build_trainer(config: SFTConfig) -> Any:
         _train_statement_rows_only(config, model, processor, run_dir)
     kwargs = dict(model=model, args=args, train_dataset=dataset, processing_class=processor,
                   peft_config=_lora_config(config, model) if config.finetuning == "lora" else None)
-    if config.distill_weight <= 0 and config.content_weight == 1.0:
+    if config.distill_weight <= 0 and config.content_weight == 1.0 \
+            and not config.content_only_dataset:
         return SFTTrainer(**kwargs)
     from mmboundary.text.statement_parser import default_parser
     from mmboundary.training.distill import distill_trainer_class
@@ -167,6 +181,7 @@ def build_trainer(config: SFTConfig) -> Any:
         load_model_and_processor(config, frozen_copy=True)[0]
     return distill_trainer_class()(**kwargs, distill_weight=config.distill_weight,
                                    content_weight=config.content_weight, teacher=teacher,
+                                   content_only=bool(config.content_only_dataset),
                                    parser=default_parser(dataset_mode(config.dataset)))
 
 

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mmboundary.data.schema import Response, Sample
 from mmboundary.text.statements import Mode, StatementBank, default_bank, insert_confidence
@@ -191,13 +191,31 @@ def to_prompt_completion(example: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": messages[:-1], "completion": messages[-1:]}
 
 
+def random_levels(responses: Sequence[Response], seed: int = 0) -> list[Response]:
+    """Copies of ``responses`` whose every step's level is drawn uniformly from 1-5 (ours, the
+    content-only copies of the warm-up: ``SFTConfig.content_only_dataset``). Each response's
+    draws come from ``random.Random(f"{seed}:random-levels:{sample_id}")``: the same for a
+    response wherever it sits in the file."""
+    out = []
+    for response in responses:
+        rng = random.Random(f"{seed}:random-levels:{response.sample_id}")
+        copy = response.model_copy(deep=True)
+        for step in copy.steps:
+            step.level = rng.randint(1, 5)
+        out.append(copy)
+    return out
+
+
 def build_sft(estimates: str | Path, data: str | Path, out_dir: str | Path, *,
               images_dir: str | Path | None = None, mode: Mode = "statement", seed: int = 0,
-              bank: StatementBank | None = None, instruction: str | None = None
+              bank: StatementBank | None = None, instruction: str | None = None,
+              levels: Literal["given", "random"] = "given"
               ) -> tuple[Path, SFTDataSummary, list[SFTRecord]]:
     """Read estimate output + samples, build and save the SFT set (see the module docstring).
 
     ``images_dir`` defaults to the data file's folder (relative ``image`` paths resolve there).
+    ``levels="random"``: each step states a uniformly random level instead of its own
+    (``random_levels``), for the set trained on its content only.
     """
     from mmboundary.data.io import read_responses
     from mmboundary.data.loaders import load_annotated
@@ -208,7 +226,12 @@ def build_sft(estimates: str | Path, data: str | Path, out_dir: str | Path, *,
     if not loaded.samples:
         raise ValueError(f"{data}: no samples loaded ({len(loaded.problems)} problems, first: "
                          f"{loaded.problems[:1]})")
-    records, summary = build_sft_records(read_responses(estimates), loaded.samples,
+    responses = read_responses(estimates)
+    if levels == "random":
+        responses = random_levels(responses, seed)
+    elif levels != "given":
+        raise ValueError(f"build_sft: levels must be 'given' or 'random', got {levels!r}")
+    records, summary = build_sft_records(responses, loaded.samples,
                                          images_dir=images_dir, mode=mode, seed=seed, bank=bank,
                                          instruction=instruction)
     return save_sft_dataset(records, summary, out_dir), summary, records
