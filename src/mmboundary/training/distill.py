@@ -19,10 +19,11 @@ with full fine-tuning a frozen copy of the vanilla model is loaded.
 
 ``SFTConfig.content_only_dataset`` (ours) mixes in a second set, the same responses with every
 step's level drawn at random (``sft_data.random_levels``), whose statement tokens get weight 0: the
-content after each statement is taught under every statement, so the model's content stops
-depending on which statement it said (on the world model the warm-up then keeps the vanilla
-model's answers: README, "Content that does not read the statements"). The cross-entropy is then
-the mean over the tokens trained in each micro-batch.
+content after each statement is taught under every statement, so that it depends less on which
+statement the model said (on the world model: more chains keep the vanilla model's content and
+the probe teacher gets part of its accuracy back, not enough to adopt; README, "Content that does
+not read the statements"). The cross-entropy is then the mean over the tokens trained in each
+micro-batch.
 """
 
 from __future__ import annotations
