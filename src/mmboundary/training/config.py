@@ -89,7 +89,8 @@ class SFTConfig(ConfigBase):
     tokens only: its statement tokens (found by the one statement parser) get weight 0 (ours,
     ``training.distill``). Meant for the warm-up's own records with uniformly random levels
     (``build-sft --random-levels``, ``DemoConfig.sft_augment``): the content after a step is
-    taught under every statement, so it stops depending on which one was said. ``""`` = none."""
+    taught under every statement, so that it depends less on which one was said. ``""`` =
+    none."""
     trainable: Literal["model", "statement-rows", "statement-choice-rows"] = "model"
     """What the warm-up trains. ``model``: the LoRA adapters or the full model (``finetuning``).
     ``statement-rows`` (ours, ``training.statement_rows``): only the output-embedding rows of the
