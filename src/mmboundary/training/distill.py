@@ -64,6 +64,16 @@ def statement_char_spans(texts: list[str], parser: Any) -> list[list[tuple[int, 
     return out
 
 
+def statement_index(start: int, end: int, spans: list[tuple[int, int]]) -> int | None:
+    """The index of the first statement span a token's character span ``[start, end)`` overlaps
+    (``None`` for an empty token span or one outside every statement): what makes a token a
+    statement token, for the loss masks here and for ``statement_rows``."""
+    if end <= start:
+        return None
+    return next((k for k, (s_start, s_end) in enumerate(spans)
+                 if start < s_end and s_start < end), None)
+
+
 def statement_token_mask(tokenizer: Any, input_ids: Any, labels: Any, parser: Any) -> Any:
     """Bool tensor like ``input_ids``: True at the assistant-turn tokens (``labels != -100``) that
     overlap a statement."""
@@ -86,7 +96,7 @@ def statement_token_mask(tokenizer: Any, input_ids: Any, labels: Any, parser: An
     for (b, positions), spans, statements in zip(rows, all_spans,
                                                  statement_char_spans(texts, parser), strict=True):
         for position, (start, end) in zip(positions, spans, strict=True):
-            if end > start and any(start < s_end and s_start < end for s_start, s_end in statements):
+            if statement_index(start, end, statements) is not None:
                 mask[b, position] = True
     return mask
 

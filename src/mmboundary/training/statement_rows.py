@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from mmboundary.training.distill import statement_char_spans
+from mmboundary.training.distill import statement_char_spans, statement_index
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,10 @@ def statement_rows(texts: Iterable[str], tokenizer: Any, parser: Any,
         for token, (start, end) in zip(ids, decode_offsets(tokenizer, ids, text), strict=True):
             if end <= start:
                 continue
-            hit = [k for k, (s_start, s_end) in enumerate(spans) if start < s_end and s_start < end]
-            if hit:
+            k = statement_index(start, end, spans)
+            if k is not None:
                 statement.add(int(token))
-                sequences[hit[0]].append(int(token))
+                sequences[k].append(int(token))
             else:
                 content.add(int(token))
         for sequence in sequences:
