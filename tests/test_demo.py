@@ -154,10 +154,25 @@ def test_demo_config_is_validated_on_load(tmp_path):
     for text, field in [("eval_split: tset\n", "eval_split"), ("ablations: [wo_foo]\n", "ablations"),
                         ("rl_batch: 10\nrl_generations: 4\n", "rl_batch"),
                         ("baselines: [constant]\n", "baselines"),
-                        ("sft_teacher: probes\n", "sft_teacher")]:
+                        ("sft_teacher: probes\n", "sft_teacher"), ("fusion: max\n", "fusion")]:
         path.write_text(text)
         with pytest.raises(ValueError, match=f"DemoConfig.{field}"):
             DemoConfig.from_yaml(path)
+
+
+def test_calibrator_variants_fuse_as_configured():
+    """``fusion: fitted``: the full method and the w/o-U_X rows fit their weights; w U_Max stays
+    max pooling."""
+    from mmboundary.demo.config import DemoConfig
+    from mmboundary.demo.stages import calibrator_variant
+
+    config = DemoConfig(fusion="fitted")
+    assert calibrator_variant("mmboundary", config).fusion.method == "fitted"
+    no_clips = calibrator_variant("wo_clips", config)
+    assert no_clips.fusion.method == "fitted" and "clips" not in no_clips.estimators
+    assert calibrator_variant("w_max", config).fusion.method == "max"
+    assert calibrator_variant("mmboundary", DemoConfig()).fusion.method == "mean"
+    assert calibrator_variant("mmboundary", config).needs_labels
 
 
 def test_warmup_with_the_probe_teacher_says_the_probe_levels(tmp_path):

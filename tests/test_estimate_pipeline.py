@@ -244,6 +244,40 @@ def test_cli_estimate_fits_levels_to_step_accuracy(env, tmp_path):
     assert merged.exit_code != 0 and "needs --data" in merged.output
 
 
+def test_cli_estimate_fits_the_fusion_weights(env, tmp_path):
+    """--fusion fitted: the weights are fitted on --data's step correctness, saved with the
+    calibrator (>= 0, summing to 1), and each step's C is the weighted mean of its confidences."""
+    from typer.testing import CliRunner
+
+    from mmboundary.cli import app
+
+    # every other sample answered with the next sample's chain: right and wrong steps both
+    ids, texts = list(env["responses"]), list(env["responses"].values())
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text("".join(
+        json.dumps({"sample_id": k, "text": texts[(i + i % 2) % len(texts)]}) + "\n"
+        for i, k in enumerate(ids)))
+    out = tmp_path / "fitted.jsonl"
+    args = ["estimate", "--model", str(env["model_dir"]), "--data", str(env["data"]),
+            "--dataset", "shapes", "--out", str(out), "--responses", str(responses),
+            "--estimators", "lnlp,mte", "--fusion", "fitted", "--device", "cpu", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    fusion = json.loads(calibrator_path_for(out).read_text())["fusion"]
+    weights = fusion["weights"]
+    assert fusion["method"] == "fitted" and set(weights) == {"lnlp", "mte"}
+    assert min(weights.values()) >= 0 and sum(weights.values()) == pytest.approx(1.0)
+    lines = [Response.model_validate_json(x) for x in out.read_text().splitlines()]
+    steps = [s for r in lines for s in r.steps if s.confidence is not None]
+    assert steps
+    for s in steps:
+        assert s.confidence == pytest.approx(sum(weights[k] * v for k, v in
+                                                 s.normalized_scores.items()))
+    merged = CliRunner().invoke(app, ["estimate", "merge", str(tmp_path / "m.jsonl"), str(out),
+                                      "--estimators", "lnlp,mte", "--fusion", "fitted"])
+    assert merged.exit_code != 0 and "needs --data" in merged.output
+
+
 def test_cli_estimate_answer_step_from_the_chain(env, tmp_path):
     """--answer-step chain_min: each response's last step carries its chain's least C (the
     normalisers are fitted on the same steps as with the default), with its own saved cuts."""

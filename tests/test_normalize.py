@@ -375,3 +375,91 @@ def test_answer_step_takes_its_chains_least_confidence_and_cuts_of_its_own(tmp_p
         cal.transform(raw, [3, 3])
     with pytest.raises(ValueError, match="answer_step: expected one of"):
         ConfidenceCalibrator(answer_step="last").fit(raw, correct, chains)
+
+
+def _fitted_fusion_data(n: int = 400, seed: int = 0):
+    """Steps whose correctness follows two informative confidences (a, b) and goes *against* a
+    third (c): P(right) = sigmoid(3a + 1.5b - 2c - 1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, size=(n, 3))
+    p = 1 / (1 + np.exp(-(3 * x[:, 0] + 1.5 * x[:, 1] - 2 * x[:, 2] - 1)))
+    return x, (rng.uniform(size=n) < p).astype(float)
+
+
+def test_nonnegative_logistic_weights_match_scikit_learn():
+    from sklearn.linear_model import LogisticRegression
+
+    from mmboundary.confidence.fusion import FITTED_FUSION_L2, nonnegative_logistic_weights
+
+    x, y = _fitted_fusion_data()
+    # sklearn minimises |w|^2 / 2 + C * sum(log-loss), ours mean(log-loss) + l2 |w|^2: the same
+    # optimum at C = 1 / (2 n l2); the intercept is free in both
+    ref = LogisticRegression(C=1 / (2 * len(y) * FITTED_FUSION_L2), tol=1e-10, max_iter=10_000)
+    # where the free fit's weights are positive the bound is inactive: the same weights
+    free = ref.fit(x[:, :2], y).coef_[0]
+    assert np.all(free > 0)
+    np.testing.assert_allclose(nonnegative_logistic_weights(x[:, :2], y), free, rtol=1e-4)
+    # the third column goes against correctness: the free fit gives it a negative weight, ours
+    # holds it at 0, and the other two are then the free fit without it
+    assert ref.fit(x, y).coef_[0][2] < 0
+    w = nonnegative_logistic_weights(x, y)
+    assert w[2] == 0.0
+    np.testing.assert_allclose(w[:2], free, rtol=1e-4)
+
+
+def test_fitted_fusion_is_the_weighted_mean_with_fitted_weights(tmp_path):
+    x, y = _fitted_fusion_data(1500)
+    # raw scores: lnlp / mte are uncertainties (flipped by the normaliser), clips a confidence
+    raw = [{"lnlp": -a, "mte": -b, "clips": c} for a, b, c in x]
+    cal = ConfidenceCalibrator(estimators=("lnlp", "mte", "clips"), lower_pct=0, upper_pct=100,
+                               fusion=Fusion("fitted"))
+    out = cal.fit(raw, y.tolist()).transform(raw)
+    w = cal.fusion.weights
+    assert sum(w.values()) == pytest.approx(1.0) and w["clips"] == 0.0
+    assert w["lnlp"] > w["mte"] > 0  # 3 > 1.5 in the generating model
+    for o in out[:20]:
+        assert o.confidence == pytest.approx(sum(w[k] * v for k, v in o.normalized.items()))
+    # it tells right steps from wrong ones better than equal weights (which count clips)
+    from sklearn.metrics import roc_auc_score
+
+    equal_cal = ConfidenceCalibrator(estimators=("lnlp", "mte", "clips")).fit(raw)
+    equal = equal_cal.transform(raw)
+    assert roc_auc_score(y, [o.confidence for o in out]) > roc_auc_score(
+        y, [o.confidence for o in equal]) + 0.05
+    # the record of what each confidence tells, against scikit-learn on the same columns
+    fused = np.array([o.confidence for o in out])
+    assert cal.discrimination_["fused"] == pytest.approx(roc_auc_score(y, fused), abs=1e-6)
+    assert cal.discrimination_["clips"] == pytest.approx(roc_auc_score(y, x[:, 2]), abs=1e-6)
+    assert cal.discrimination_["clips"] < 0.4 < 0.6 < cal.discrimination_["lnlp"]
+    assert equal_cal.discrimination_ is None  # fitted without labels: nothing to say
+    loaded = ConfidenceCalibrator.load(cal.save(tmp_path / "fitted.json"))
+    assert loaded.fusion.weights == w and loaded.needs_labels
+    assert loaded.discrimination_ == cal.discrimination_
+    np.testing.assert_allclose([o.confidence for o in loaded.transform(raw)],
+                               [o.confidence for o in out])
+    # a step without one estimator is fused over the others, weights renormalised
+    alone = cal.transform([{"lnlp": -0.5, "mte": -0.5}])[0]
+    assert alone.confidence == pytest.approx(
+        (w["lnlp"] * alone.normalized["lnlp"] + w["mte"] * alone.normalized["mte"])
+        / (w["lnlp"] + w["mte"]))
+
+
+def test_fitted_fusion_refuses_what_it_cannot_fit():
+    x, y = _fitted_fusion_data(60)
+    raw = [{"lnlp": -a, "mte": -b, "clips": c} for a, b, c in x]
+    cal = ConfidenceCalibrator(estimators=("lnlp", "mte", "clips"), fusion=Fusion("fitted"))
+    assert cal.needs_labels and not ConfidenceCalibrator().needs_labels
+    with pytest.raises(ValueError, match="fusion 'fitted' needs the reference steps' correctness"):
+        cal.clone().fit(raw)
+    with pytest.raises(ValueError, match="both right and wrong"):
+        cal.clone().fit(raw, [1.0] * len(raw))
+    # only a step that goes against correctness: every weight 0, named
+    with pytest.raises(ValueError, match="every estimator got weight 0"):
+        ConfidenceCalibrator(estimators=("clips",), fusion=Fusion("fitted")).fit(
+            [{"clips": float(v)} for v in y], (1 - y).tolist())
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Fusion("fitted")({"lnlp": 0.5})
+    fitted = cal.clone().fit(raw, y.tolist())
+    assert fitted.is_fitted
+    with pytest.raises(ValueError, match="no estimator of weight > 0"):
+        fitted.transform([{"clips": 0.5}])

@@ -44,7 +44,9 @@ LEVEL_RULE_HELP = ("How C is cut into 5 levels: quantile (the distribution's sha
                    "(mean +- k sd) or accuracy (fitted to step correctness against --data's "
                    "reference chains: a level's value is how often its steps are right).")
 ESTIMATORS_HELP = "Comma-separated estimators: lnlp, mte, tokensar, clips (default: all four)."
-FUSION_HELP = "Fusion of the normalised estimators: mean (weighted mean, paper) or max ('w U_Max')."
+FUSION_HELP = ("Fusion of the normalised estimators: mean (weighted mean, paper), max ('w U_Max') "
+               "or fitted (the weighted mean with weights >= 0 fitted on the steps' correctness; "
+               "needs --data).")
 
 
 def _parse_estimators(text: str) -> tuple[str, ...]:
@@ -71,10 +73,11 @@ def _template(estimators: tuple[str, ...], fusion: str, normalizer: str,
         raise typer.BadParameter(str(err)) from err
 
 
-def _labeller(samples: Any, level_rule: str) -> Any:
-    """The accuracy level rule's labels: each step judged against its sample's reference chain by
-    the one rule set (None for other rules, which need none)."""
-    if level_rule != "accuracy":
+def _labeller(samples: Any, needed: bool) -> Any:
+    """The labels a calibrator that ``needs_labels`` (the accuracy level rule, the fitted fusion)
+    fits on: each step judged against its sample's reference chain by the one rule set (None when
+    not ``needed``)."""
+    if not needed:
         return None
     from mmboundary.judging.rules import RuleConfig, StepRules
 
@@ -83,7 +86,7 @@ def _labeller(samples: Any, level_rule: str) -> Any:
     def label(responses: Any) -> list[list[float | None]]:
         missing = sorted({r.sample_id for r in responses} - set(by_id))
         if missing:
-            raise ValueError(f"--level-rule accuracy: {len(missing)} answered sample(s) not in "
+            raise ValueError(f"the steps' correctness: {len(missing)} answered sample(s) not in "
                              f"--data (first {missing[:3]}): their steps cannot be judged")
         return rules.step_labels([by_id[r.sample_id] for r in responses],
                                  [r.steps for r in responses])
@@ -244,7 +247,7 @@ def estimate_callback(
                                image_loader=default_image_loader(images), config=config,
                                num_shards=num_shards, shard_index=shard_index, limit=limit,
                                progress=progress, on_failure=_failure_printer(),
-                               label_steps=_labeller(samples, level_rule))
+                               label_steps=_labeller(samples, template.needs_labels))
     _print_summary(summary)
     _exit_if_nothing_succeeded(summary)
 
@@ -284,7 +287,7 @@ def merge_command(
     level_rule: str = typer.Option(LEVEL_RULE, "--level-rule", help=LEVEL_RULE_HELP),
     answer_step: str = typer.Option(ANSWER_STEP, "--answer-step", help=ANSWER_STEP_HELP),
     data: Path | None = typer.Option(None, "--data", help="The samples the shards answered "
-                                     "(needed by --level-rule accuracy). " + DATA_HELP),
+                                     "(needed by --level-rule accuracy and --fusion fitted). " + DATA_HELP),
     dataset: str | None = typer.Option(None, "--dataset", help=DATASET_HELP),
     images: Path | None = typer.Option(None, "--images", help=IMAGES_HELP),
 ) -> None:
@@ -297,10 +300,10 @@ def merge_command(
     check_own_jsonl(out, "sample_id")
     template = _template(_parse_estimators(estimators), fusion, normalizer, level_rule,
                          answer_step)
-    if level_rule == "accuracy" and calibrator is None and data is None:
-        raise typer.BadParameter("--level-rule accuracy needs --data (the steps are judged "
-                                 "against its reference chains)")
-    labeller = _labeller(load_samples(data, dataset, images), level_rule) if data else None
+    if template.needs_labels and calibrator is None and data is None:
+        raise typer.BadParameter(f"--level-rule {level_rule} / --fusion {fusion} needs --data "
+                                 "(the steps are judged against its reference chains)")
+    labeller = _labeller(load_samples(data, dataset, images), template.needs_labels) if data else None
     fitted = ConfidenceCalibrator.load(calibrator) if calibrator is not None else None
     if not any("error" not in (r.get("meta") or {}) for p in inputs for r in read_jsonl(p)):
         raise NothingSucceededError(f"no line of the {len(inputs)} shard output(s) succeeded; "

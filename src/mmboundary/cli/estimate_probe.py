@@ -85,7 +85,7 @@ def probe_command(
         raise InputError(f"--responses {responses}: no step carries a level; give a finished "
                          "`mmboundary estimate` output")
     vlm = VLM.from_pretrained(model, device=device, dtype=dtype)
-    judge = _labeller(samples, "accuracy")  # the one rule set, as the accuracy level rule's
+    judge = _labeller(samples, True)  # the one rule set, as the accuracy level rule's
     try:
         leveled, taught = probe_teacher_responses(
             vlm, samples, given, image_loader(dataset, images), lambda _, chosen: judge(chosen),

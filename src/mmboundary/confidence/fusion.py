@@ -37,8 +37,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-FUSIONS = ("mean", "max")
+FUSIONS = ("mean", "max", "fitted")
 LEVEL_RULES = ("quantile", "sigma", "accuracy")
+#: The L2 penalty of the fitted fusion's logistic regression (on the weights, not the intercept).
+FITTED_FUSION_L2 = 1e-3
 ANSWER_STEP_RULES = ("own", "chain_min", "chain_mean")
 #: Cut points in units of the spread: mu + k sigma (sigma rule) or the quantile Phi(k).
 DEFAULT_CUT_OFFSETS = (-1.5, -0.5, 0.5, 1.5)
@@ -66,12 +68,51 @@ def fuse_max(confidences: Mapping[str, float]) -> float:
     return float(max(confidences.values()))
 
 
+def nonnegative_logistic_weights(x: np.ndarray, y: np.ndarray,
+                                 l2: float = FITTED_FUSION_L2) -> np.ndarray:
+    """The weights w >= 0 of the logistic regression P(y = 1) = sigmoid(b + x @ w), fitted by
+    L-BFGS-B (scipy) on the mean log-loss + ``l2`` * |w|^2 (the intercept b is free and not
+    penalised); ``x``: (steps, estimators), ``y``: 1/0. Returns w.
+
+    >>> x = np.array([[.9, .1], [.8, .2], [.2, .8], [.1, .9], [.7, .3], [.3, .7]])
+    >>> w = nonnegative_logistic_weights(x, np.array([1, 1, 0, 0, 1, 0.]))
+    >>> bool(w[0] > 1.0), float(w[1])   # the second column says the opposite: weight 0
+    (True, 0.0)
+    """
+    from scipy.optimize import minimize
+
+    design = np.column_stack([x, np.ones(len(x))])
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        score = design @ theta
+        p = 1.0 / (1.0 + np.exp(-score))
+        penalty = np.append(theta[:-1], 0.0)
+        value = float(np.mean(np.logaddexp(0.0, score) - y * score) + l2 * penalty @ penalty)
+        return value, design.T @ (p - y) / len(y) + 2.0 * l2 * penalty
+
+    start = np.append(np.ones(x.shape[1]), 0.0)
+    bounds = [(0.0, None)] * x.shape[1] + [(None, None)]
+    fit = minimize(loss, start, jac=True, bounds=bounds, method="L-BFGS-B")
+    if not fit.success:
+        raise ValueError(f"fitted fusion: the logistic regression did not converge ({fit.message})")
+    return np.maximum(fit.x[:-1], 0.0)
+
+
 @dataclass
 class Fusion:
-    """Configured fusion: ``method`` "mean" or "max", per-estimator ``weights`` (default equal).
+    """Configured fusion: ``method`` "mean", "max" or "fitted"; per-estimator ``weights``.
+
+    - "mean" (paper): C = sum_i w_i c_i / sum_i w_i, ``weights`` given (default equal);
+    - "max": C = max_i c_i (the "w U_Max" ablation);
+    - "fitted" **(ours)**: the paper's weighted mean with weights fitted on labelled reference
+      steps (``fit``): a logistic regression of step correctness on the normalised confidences
+      with the weights held >= 0 (``nonnegative_logistic_weights``), rescaled to sum to 1. C stays
+      a weighted mean in [0, 1]; an estimator that does not tell right steps from wrong ones gets
+      weight 0 (ShapesWorld: U_CLIPS, step AUROC .34 on the vanilla model's train steps).
+      ``weights`` holds the fitted weights; calling it before ``fit`` is an error.
 
     A step missing an estimator (e.g. CLIPS for a sample without an image) is fused over the
-    estimators it has, weights renormalised **(ours)**. Nothing is fitted.
+    estimators it has, weights renormalised **(ours)**.
     """
 
     method: str = "mean"
@@ -84,10 +125,44 @@ class Fusion:
         if bad:
             raise ValueError(f"Fusion.weights must be >= 0, got {bad}")
 
+    @property
+    def needs_labels(self) -> bool:
+        """Whether fitting needs each reference step's correctness."""
+        return self.method == "fitted"
+
+    def fit(self, normalized: Mapping[str, np.ndarray], correct: np.ndarray) -> Fusion:
+        """Fit the "fitted" fusion's weights (the others have nothing to fit: returns ``self``).
+        ``normalized``: {estimator: normalised confidence of each reference step, NaN where the
+        step lacks it}; ``correct``: each step's correctness (1/0, NaN = unjudged). Fitted on
+        the judged steps that have every estimator."""
+        if self.method != "fitted":
+            return self
+        names = list(normalized)
+        x = np.column_stack([np.asarray(normalized[n], dtype=np.float64) for n in names])
+        y = np.asarray(correct, dtype=np.float64)
+        use = np.all(np.isfinite(x), axis=1) & np.isfinite(y)
+        if use.sum() < 10 or len(np.unique(y[use])) < 2:
+            raise ValueError(f"fitted fusion: needs >= 10 judged steps with every estimator "
+                             f"({names}) and both right and wrong ones; got {int(use.sum())} "
+                             f"steps, {int(y[use].sum()) if use.any() else 0} right")
+        w = nonnegative_logistic_weights(x[use], y[use])
+        if not w.sum() > 0:
+            raise ValueError(f"fitted fusion: every estimator got weight 0 on {int(use.sum())} "
+                             f"steps (none of {names} tells right steps from wrong ones)")
+        self.weights = {n: float(v / w.sum()) for n, v in zip(names, w, strict=True)}
+        return self
+
     def __call__(self, confidences: Mapping[str, float]) -> float:
         if self.method == "max":
             return fuse_max(confidences)
-        weights = {k: self.weights.get(k, 1.0) for k in confidences}
+        if self.method == "fitted" and not self.weights:
+            raise RuntimeError("Fusion('fitted') is not fitted: its weights come from fit() or "
+                               "a saved calibrator")
+        weights = {k: self.weights.get(k, 1.0 if self.method == "mean" else 0.0)
+                   for k in confidences}
+        if self.method == "fitted" and not sum(weights.values()) > 0:
+            raise ValueError(f"fitted fusion: a step with only {sorted(confidences)} has no "
+                             f"estimator of weight > 0 ({self.weights})")
         return fuse_mean(confidences, weights)
 
     def to_dict(self) -> dict:

@@ -84,10 +84,11 @@ def finalize_output(out: str | Path, calibrator: ConfidenceCalibrator | None = N
     if calibrator is None:
         raw = [step.raw_scores for r in ok for step in r.steps]
         template = template or ConfidenceCalibrator()
-        if template.levels.rule == "accuracy" and label_steps is None:
-            raise ValueError(f"{out}: the level rule 'accuracy' needs the steps' correctness "
-                             "(label_steps; `mmboundary estimate --level-rule accuracy` judges "
-                             "them against --data's reference chains)")
+        if template.needs_labels and label_steps is None:
+            raise ValueError(f"{out}: the level rule {template.levels.rule!r} / fusion "
+                             f"{template.fusion.method!r} needs the steps' correctness "
+                             "(label_steps; `mmboundary estimate` judges them against --data's "
+                             "reference chains)")
         labels = None if label_steps is None else [y for chain in label_steps(ok) for y in chain]
         try:
             calibrator = template.clone().fit(raw, labels, [len(r.steps) for r in ok])

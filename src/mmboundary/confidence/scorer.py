@@ -254,10 +254,11 @@ class InternalConfidenceScorer:
         if probe and label_steps is None:
             raise ValueError("InternalConfidenceScorer.fit_calibrator: probe=True needs "
                              "label_steps (the steps' correctness)")
-        needs_labels = self.calibrator.levels.rule == "accuracy"
-        if needs_labels and label_steps is None:
-            raise ValueError("InternalConfidenceScorer.fit_calibrator: the calibrator's level rule "
-                             "'accuracy' needs label_steps (the steps' correctness)")
+        if self.calibrator.needs_labels and label_steps is None:
+            raise ValueError("InternalConfidenceScorer.fit_calibrator: the calibrator (level rule "
+                             f"{self.calibrator.levels.rule!r}, fusion "
+                             f"{self.calibrator.fusion.method!r}) needs label_steps (the steps' "
+                             "correctness)")
         responses = [None] * len(samples) if responses is None else list(responses)
         scored = [r for r in self.raw(samples, responses, images, max_new_tokens=max_new_tokens)
                   if not failed(r)]

@@ -240,7 +240,8 @@ def _report(config: DemoConfig, world: dict[str, Any], metrics: dict[str, Any],
              "constants (fitted on validation)": metrics.get("constants"),
              "config": config.to_dict(), "stage_seconds": timings,
              "rl_rewards": rl.get("rewards"), "sft": {k: sft.get(k) for k in ("records", "levels",
-                                                                              "loss")},
+                                                                              "loss", "fusion",
+                                                                              "discrimination")},
              "guided (chosen on validation)": metrics.get("guided")}
     curve = _reward_curve_png(Path(rl["model"]).parent / "reward_log.jsonl")
     (folder / "rl_rewards.png").parent.mkdir(parents=True, exist_ok=True)

@@ -101,11 +101,11 @@ def calibrator_variant(name: str, config: DemoConfig) -> Any:
     common = {"levels": LevelCuts(rule=config.level_rule), "answer_step": config.answer_step}
     if name.startswith("wo_") and name[3:] in estimators:
         return ConfidenceCalibrator(estimators=tuple(e for e in estimators if e != name[3:]),
-                                    **common)
+                                    fusion=Fusion(config.fusion), **common)
     if name == "w_max":
         return ConfidenceCalibrator(estimators=estimators, fusion=Fusion("max"), **common)
     if name in ("mmboundary", "wo_ssmap"):  # w/o S-S mapping changes the statements only
-        return ConfidenceCalibrator(estimators=estimators, **common)
+        return ConfidenceCalibrator(estimators=estimators, fusion=Fusion(config.fusion), **common)
     raise ValueError(f"unknown calibrator variant {name!r}: expected mmboundary, w_max or "
                      f"wo_<estimator> with an estimator of {estimators}")
 
@@ -140,14 +140,15 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
         ok = [r for r in responses if not failed(r)]
         labels, chains = None, None
         probe = config.sft_teacher == "probe" and variant == "mmboundary"
-        if config.level_rule == "accuracy" or probe:
+        calibrator = calibrator_variant(variant, config)
+        if calibrator.needs_labels or probe:
             from mmboundary.shapesworld.scenes import read_split
 
             by_id = {s.id: s for s in read_split(world["train"])}
             chains = label_steps([by_id[r.sample_id] for r in ok], ok)
-        if config.level_rule == "accuracy":
+        if calibrator.needs_labels:
             labels = [y for chain in chains for y in chain]
-        calibrator = calibrator_variant(variant, config).fit(
+        calibrator = calibrator.fit(
             [s.raw_scores for r in ok for s in r.steps], labels, [len(r.steps) for r in ok])
         InternalConfidenceScorer(None, calibrator).calibrate(ok)  # raw scores are in the file
         teacher = None
@@ -184,6 +185,8 @@ def warmup(config: DemoConfig, world: dict[str, Any], estimates: dict[str, Any],
                 "records": summary.records, "levels": summary.levels,
                 **({"content_only_dataset": str(augment)} if augment else {}),
                 "level_rule": calibrator.levels.rule,
+                "fusion": calibrator.fusion.to_dict(),
+                "discrimination": calibrator.discrimination_,
                 "loss": _loss_curve(folder / "run" / "train_log.json"),
                 **({"teacher": "probe", "probe_teacher": teacher} if teacher else {})}
 
@@ -241,7 +244,7 @@ def start_model_calibrator(config: DemoConfig, world: dict[str, Any], start_mode
     probe = config.sft_teacher == "probe" and variant == "mmboundary"
     calibrator = scorer.fit_calibrator(
         samples, max_new_tokens=config.max_new_tokens,
-        label_steps=label_steps if config.level_rule == "accuracy" or probe else None,
+        label_steps=label_steps if scorer.calibrator.needs_labels or probe else None,
         probe=probe, seed=config.seed)
     calibrator.save(path)
     probe_info = {}
