@@ -70,7 +70,8 @@ class DemoConfig(ConfigBase):
     AUROC .34 there, gets weight 0). The w/o-U_X ablations fuse their remaining estimators the
     same way; "w U_Max" stays max pooling. Validation (seeds 0 / 1 / 2, README "Fusion weights
     fitted"): MECE .046 / .068 -> .027 / .041 / .031, step AUROC .748 / .766 -> .769 / .783 /
-    .780, but Acc - vanilla -.023 on seed 1 (the rule's bar is -.01): an option."""
+    .780, but Acc - vanilla -.023 on seed 1 (the rule's bar is -.01; with 200 GRPO steps -.009,
+    but then seed 0's statements fold onto level 3): an option."""
     level_rule: str = "accuracy"
     """How fused confidence C is cut into the five levels the warm-up teaches, R_CS compares with
     and the Internal C row states (``confidence.LevelCuts``): ``accuracy`` (ours, the default:
