@@ -29,3 +29,20 @@ def test_diagnostics_over_seeds_mean_and_sd() -> None:
     assert rl["Acc of changed chains (now / vanilla)"] == ".300 ± .000 (n=1) / .500 ± .000 (n=1)"
     assert rows["vanilla"]["Stated AUROC"] == "n/a" and rows["warm-up"]["Probe AUROC"] == "n/a"
     assert "over 2 seeds" in table.title
+
+
+def test_estimator_table_says_what_each_confidence_tells_and_its_weight() -> None:
+    from mmboundary.evaluation.diagnostics import estimator_table
+
+    told = {"lnlp": 0.7806, "mte": 0.7777, "clips": 0.336, "fused": 0.7373}
+    equal = estimator_table(told, {"method": "mean", "weights": {}})
+    assert equal.header == ["Confidence", "Step AUROC", "Fusion weight"]
+    assert equal.rows == [["lnlp", ".781", ".333"], ["mte", ".778", ".333"],
+                          ["clips", ".336", ".333"], ["fused C (mean)", ".737", ""]]
+    # given mean weights are renormalised; fitted weights are shown as fitted
+    assert estimator_table(told, {"method": "mean", "weights": {"lnlp": 2.0}}).rows[0][2] == ".500"
+    fitted = estimator_table({**told, "mte": None},
+                             {"method": "fitted", "weights": {"lnlp": 0.4, "mte": 0.6, "clips": 0.0}})
+    assert [row[1:] for row in fitted.rows] == [[".781", ".400"], ["n/a", ".600"], [".336", ".000"],
+                                                [".737", ""]]
+    assert fitted.rows[-1][0] == "fused C (fitted)"

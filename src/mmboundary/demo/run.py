@@ -235,6 +235,10 @@ def _report(config: DemoConfig, world: dict[str, Any], metrics: dict[str, Any],
 
     folder = config.out / "report"
     tables, figures = guided_report([guided], folder) if guided is not None else ([], {})
+    if sft.get("discrimination"):  # a warm-up stage fitted with the steps' correctness
+        from mmboundary.evaluation.diagnostics import estimator_table
+
+        tables.append(estimator_table(sft["discrimination"], sft.get("fusion")))
     diag_tables, diag_figures = report_parts(diag, Path(rl["model"]).parent / "heldout_log.jsonl")
     notes = {"seed": config.seed, "split": config.eval_split,
              "constants (fitted on validation)": metrics.get("constants"),

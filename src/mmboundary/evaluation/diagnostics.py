@@ -117,6 +117,29 @@ def agreement_table(name: str, agreement: LevelAgreement | dict[str, Any]) -> Ta
                  "level of the internal confidence C of that step.", header, rows)
 
 
+def estimator_table(discrimination: dict[str, float | None],
+                    fusion: dict[str, Any] | None = None) -> Table:
+    """What each internal estimator, and the fused C, tells on the steps the warm-up's calibrator
+    was fitted on (``ConfidenceCalibrator.discrimination_``), with its fusion weight."""
+    method = (fusion or {}).get("method", "mean")
+    weights = (fusion or {}).get("weights") or {}
+    names = [k for k in discrimination if k != "fused"]
+
+    def weight(name: str) -> str:
+        if method == "mean":
+            return fmt_value(weights.get(name, 1.0) / sum(weights.get(k, 1.0) for k in names))
+        return fmt_value(weights[name]) if name in weights else "n/a"
+
+    rows = [[name, fmt_value(discrimination[name]), weight(name)] for name in names]
+    rows.append([f"fused C ({method})", fmt_value(discrimination.get("fused")), ""])
+    return Table("What each internal estimator tells (the warm-up's train steps)",
+                 "Step AUROC of each normalised confidence for the step's correctness (judged by "
+                 "the rule set against the train references) on the vanilla model's answers the "
+                 "warm-up calibrator was fitted on, and its weight in the fused C. Below .5 an "
+                 "estimator ranks wrong steps above right ones.",
+                 ["Confidence", "Step AUROC", "Fusion weight"], rows)
+
+
 @dataclass(frozen=True)
 class ContentChange:
     """How a trained model's chains differ from the model it was trained from, content only.
