@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -48,6 +48,11 @@ DEFAULT_CUT_OFFSETS = (-1.5, -0.5, 0.5, 1.5)
 
 class EmptyLevelWarning(UserWarning):
     """A confidence level holds no step of the set the level cuts were fitted on."""
+
+
+def labels_array(correct: Sequence[float | bool | None]) -> np.ndarray:
+    """Step correctness as floats, NaN for an unjudged step (None)."""
+    return np.array([np.nan if c is None else float(c) for c in correct], dtype=np.float64)
 
 
 def fuse_mean(confidences: Mapping[str, float], weights: Mapping[str, float] | None = None) -> float:
@@ -152,18 +157,31 @@ class Fusion:
         self.weights = {n: float(v / w.sum()) for n, v in zip(names, w, strict=True)}
         return self
 
-    def __call__(self, confidences: Mapping[str, float]) -> float:
-        if self.method == "max":
-            return fuse_max(confidences)
+    def _step_weights(self, names: Iterable[str]) -> dict[str, float]:
+        """The weight of each of a step's estimators ``names`` in the mean ("mean": given, else
+        1; "fitted": fitted, else 0)."""
         if self.method == "fitted" and not self.weights:
             raise RuntimeError("Fusion('fitted') is not fitted: its weights come from fit() or "
                                "a saved calibrator")
-        weights = {k: self.weights.get(k, 1.0 if self.method == "mean" else 0.0)
-                   for k in confidences}
+        weights = {k: self.weights.get(k, 1.0 if self.method == "mean" else 0.0) for k in names}
         if self.method == "fitted" and not sum(weights.values()) > 0:
-            raise ValueError(f"fitted fusion: a step with only {sorted(confidences)} has no "
+            raise ValueError(f"fitted fusion: a step with only {sorted(weights)} has no "
                              f"estimator of weight > 0 ({self.weights})")
-        return fuse_mean(confidences, weights)
+        return weights
+
+    def shares(self, names: Iterable[str]) -> dict[str, float] | None:
+        """Each estimator's share of C for a step that has every one of ``names`` (its weight
+        over the weights' sum); None for max pooling, which has no weights."""
+        if self.method == "max":
+            return None
+        weights = self._step_weights(names)
+        total = sum(weights.values())
+        return {k: w / total for k, w in weights.items()}
+
+    def __call__(self, confidences: Mapping[str, float]) -> float:
+        if self.method == "max":
+            return fuse_max(confidences)
+        return fuse_mean(confidences, self._step_weights(confidences))
 
     def to_dict(self) -> dict:
         return {"method": self.method, "weights": dict(self.weights)}
@@ -331,7 +349,7 @@ class LevelCuts:
             if len(correct) != x.size:
                 raise ValueError(f"LevelCuts.fit: {len(correct)} correctness labels for {x.size} "
                                  "fused confidences")
-            y = np.array([np.nan if c is None else float(c) for c in correct])
+            y = labels_array(correct)
         if self.rule == "accuracy":
             if y is None or int(np.sum(np.isfinite(y))) < self.min_count:
                 raise ValueError("LevelCuts.fit (accuracy rule): needs the step correctness of "

@@ -29,6 +29,7 @@ from mmboundary.confidence.fusion import (
     LevelCuts,
     answer_positions,
     chain_confidence,
+    labels_array,
 )
 from mmboundary.data.io import write_json_atomic
 
@@ -291,17 +292,17 @@ class ConfidenceCalibrator:
             norm = make_normalizer(self.normalizer, name, lower_pct=self.lower_pct,
                                    upper_pct=self.upper_pct)
             normalizers[name] = norm.fit(values)
+        columns = _normalized_columns(raw, self.estimators, normalizers)
+        y = None if correct is None else labels_array(correct)
         if self.fusion.needs_labels:
-            if correct is None:
+            if y is None:
                 raise ValueError(f"ConfidenceCalibrator.fit: the fusion {self.fusion.method!r} "
                                  "needs the reference steps' correctness ('correct')")
-            y = np.array([np.nan if c is None else float(c) for c in correct])
             try:
-                self.fusion = replace(self.fusion).fit(
-                    _normalized_columns(raw, self.estimators, normalizers), y)
+                self.fusion = replace(self.fusion).fit(columns, y)
             except ValueError as err:
                 raise ValueError(f"ConfidenceCalibrator.fit: {err}") from err
-        items = _normalize_and_fuse(raw, self.estimators, normalizers, self.fusion)
+        items = _fuse(columns, self.estimators, self.fusion)
         answer = self._answer_mask(items, chains)
         keep = [i for i, c in enumerate(items) if c.confidence is not None]
 
@@ -312,11 +313,8 @@ class ConfidenceCalibrator:
             except ValueError as err:
                 raise ValueError(f"{what}: {err}") from err
 
-        self.discrimination_ = None
-        if correct is not None:
-            self.discrimination_ = step_discrimination(
-                _normalized_columns(raw, self.estimators, normalizers),
-                [c.confidence for c in items], correct)
+        self.discrimination_ = (None if y is None else step_discrimination(
+            columns, [c.confidence for c in items], y))
         if answer is None:
             self.levels_ = cuts_on(keep, "level cuts")
         else:
@@ -347,7 +345,8 @@ class ConfidenceCalibrator:
         """Normalised scores, fused C and level of each step (``None`` for a step with no
         score of any of the estimators); ``chains`` as in ``fit`` (the answer steps)."""
         self._check_fitted()
-        out = _normalize_and_fuse(raw, self.estimators, self.normalizers_, self.fusion)
+        out = _fuse(_normalized_columns(raw, self.estimators, self.normalizers_), self.estimators,
+                    self.fusion)
         answer = self._answer_mask(out, chains)
         for i, item in enumerate(out):
             if item.confidence is not None:
@@ -412,18 +411,19 @@ class ConfidenceCalibrator:
 
 
 def step_discrimination(normalized: Mapping[str, np.ndarray], fused: Sequence[float | None],
-                        correct: Sequence[float | bool | None]) -> dict[str, float | None]:
-    """{estimator or "fused": AUROC of that confidence for step correctness} over the judged steps
-    that have it (scikit-learn's ``roc_auc_score``; None where those steps are all right or all
-    wrong). Below .5 an estimator ranks wrong steps above right ones (ShapesWorld's U_CLIPS on
-    the vanilla model's train steps: .34).
+                        y: np.ndarray) -> dict[str, float | None]:
+    """{estimator or "fused": AUROC of that confidence for step correctness ``y`` (1/0, NaN =
+    unjudged; ``fusion.labels_array``)} over the judged steps that have it (scikit-learn's
+    ``roc_auc_score``; None where those steps are all right or all wrong). Below .5 an estimator
+    ranks wrong steps above right ones (ShapesWorld's U_CLIPS on the vanilla model's train
+    steps: .34).
 
-    >>> step_discrimination({"a": np.array([.1, .9, .8, np.nan])}, [.2, .7, None, .9], [0, 1, 1, 0])
+    >>> y = np.array([0, 1, 1, 0.])
+    >>> step_discrimination({"a": np.array([.1, .9, .8, np.nan])}, [.2, .7, None, .9], y)
     {'a': 1.0, 'fused': 0.5}
     """
     from sklearn.metrics import roc_auc_score
 
-    y = np.array([np.nan if c is None else float(c) for c in correct])
     columns = {**{k: np.asarray(v, dtype=np.float64) for k, v in normalized.items()},
                "fused": np.array([np.nan if c is None else c for c in fused], dtype=np.float64)}
     out: dict[str, float | None] = {}
@@ -444,13 +444,12 @@ def _normalized_columns(raw: Sequence[Mapping[str, float]], estimators: Sequence
     return out
 
 
-def _normalize_and_fuse(raw: Sequence[Mapping[str, float]], estimators: Sequence[str],
-                        normalizers: Mapping[str, Normalizer],
-                        fusion: Fusion) -> list[StepConfidence]:
-    """c_i = normaliser_i(raw_i) for the estimators a step has; C = fusion(c) (None if none)."""
-    normalized = _normalized_columns(raw, estimators, normalizers)
+def _fuse(normalized: Mapping[str, np.ndarray], estimators: Sequence[str],
+          fusion: Fusion) -> list[StepConfidence]:
+    """Each step's normalised confidences c_i (the estimators it has) and C = fusion(c) (None if
+    it has none), from ``_normalized_columns``."""
     out = []
-    for i in range(len(raw)):
+    for i in range(len(normalized[estimators[0]])):
         cs = {n: float(normalized[n][i]) for n in estimators if np.isfinite(normalized[n][i])}
         out.append(StepConfidence(cs, fusion(cs) if cs else None, None))
     return out

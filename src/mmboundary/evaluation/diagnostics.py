@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mmboundary.confidence.fusion import Fusion
 from mmboundary.data.schema import Response, Sample
 from mmboundary.evaluation.tables import Table, fmt_value
 
@@ -120,18 +121,13 @@ def agreement_table(name: str, agreement: LevelAgreement | dict[str, Any]) -> Ta
 def estimator_table(discrimination: dict[str, float | None],
                     fusion: dict[str, Any] | None = None) -> Table:
     """What each internal estimator, and the fused C, tells on the steps the warm-up's calibrator
-    was fitted on (``ConfidenceCalibrator.discrimination_``), with its fusion weight."""
-    method = (fusion or {}).get("method", "mean")
-    weights = (fusion or {}).get("weights") or {}
+    was fitted on (``ConfidenceCalibrator.discrimination_``), with its share of C
+    (``Fusion.shares``; n/a for max pooling). ``fusion``: ``Fusion.to_dict()`` (default: mean)."""
+    fuser = Fusion.from_dict(fusion or {"method": "mean"})
     names = [k for k in discrimination if k != "fused"]
-
-    def weight(name: str) -> str:
-        if method == "mean":
-            return fmt_value(weights.get(name, 1.0) / sum(weights.get(k, 1.0) for k in names))
-        return fmt_value(weights[name]) if name in weights else "n/a"
-
-    rows = [[name, fmt_value(discrimination[name]), weight(name)] for name in names]
-    rows.append([f"fused C ({method})", fmt_value(discrimination.get("fused")), ""])
+    shares = fuser.shares(names) or {}
+    rows = [[name, fmt_value(discrimination[name]), fmt_value(shares.get(name))] for name in names]
+    rows.append([f"fused C ({fuser.method})", fmt_value(discrimination.get("fused")), ""])
     return Table("What each internal estimator tells (the warm-up's train steps)",
                  "Step AUROC of each normalised confidence for the step's correctness (judged by "
                  "the rule set against the train references) on the vanilla model's answers the "
