@@ -274,3 +274,26 @@ def test_resuming_a_folder_made_before_a_field_existed(tmp_path) -> None:
         check_resume(dataclasses.replace(cfg, answer_step="chain_min"))
     with pytest.raises(InputError, match="sft_lr"):
         check_resume(dataclasses.replace(cfg, sft_lr=0.002))
+
+
+def test_world_pretrain_size_options_build_that_model(tmp_path, monkeypatch) -> None:
+    import mmboundary.shapesworld.pretrain_vlm as pv
+    from mmboundary.shapesworld.pretrain_vlm import WorldModelSpec
+
+    seen: list = []
+    monkeypatch.setattr(pv, "pretrain_world_vlm",
+                        lambda out, cfg, callback: seen.append(cfg) or {
+                            "steps": cfg.steps, "seconds": 0.0, "final_loss": 1.0})
+    result = CliRunner().invoke(app, [
+        "world", "pretrain", "--out", str(tmp_path / "m"), "--steps", "2", "--eval-samples", "0",
+        "--hidden-size", "192", "--layers", "3", "--intermediate-size", "384"])
+    assert result.exit_code == 0, result.output
+    spec = seen[0].spec
+    assert (spec.hidden_size, spec.num_layers, spec.intermediate_size) == (192, 3, 384)
+    assert (spec.vision_hidden_size, spec.vocab_size) == (WorldModelSpec().vision_hidden_size,
+                                                         WorldModelSpec().vocab_size)
+    result = CliRunner().invoke(app, [
+        "world", "pretrain", "--out", str(tmp_path / "n"), "--init-from", str(tmp_path / "m"),
+        "--layers", "4"])
+    assert result.exit_code == 2 and "architecture" in result.output
+    assert len(seen) == 1

@@ -144,6 +144,19 @@ def test_demo_config_yaml_and_presets(tmp_path):
         raise AssertionError("an unknown field must be an error")
 
 
+def test_probe_preset_is_the_ninth_rounds_candidate():
+    """README "The probe teacher, distilled, with longer RL": three fields, the rest default."""
+    from dataclasses import fields
+
+    from mmboundary.demo.config import DemoConfig
+
+    probe, default = PRESETS["probe"], DemoConfig()
+    changed = {f.name for f in fields(DemoConfig)
+               if getattr(probe, f.name) != getattr(default, f.name)}
+    assert changed == {"out_dir", "sft_teacher", "sft_distill", "rl_steps"}
+    assert (probe.sft_teacher, probe.sft_distill, probe.rl_steps) == ("probe", 1.0, 200)
+
+
 def test_demo_config_is_validated_on_load(tmp_path):
     """Issue #14: a typo fails when the YAML is read, not at stage 5."""
     import pytest

@@ -12,7 +12,7 @@ import typer
 
 from mmboundary.cli.dataclass_options import library_default as default
 from mmboundary.shapesworld.pretrain_clip import ClipPretrainConfig
-from mmboundary.shapesworld.pretrain_vlm import PretrainConfig
+from mmboundary.shapesworld.pretrain_vlm import PretrainConfig, WorldModelSpec
 from mmboundary.shapesworld.scenes import make_samples, write_split
 
 SPLIT_HELP = "Split: train, validation or test (scenes never overlap between splits)."
@@ -77,21 +77,38 @@ def pretrain(
     init_from: Path = typer.Option(None, "--init-from",
                                    help="Continue training a saved world VLM (weights, tokenizer) "
                                         "instead of building a new one."),
+    hidden_size: int = typer.Option(WorldModelSpec.hidden_size, "--hidden-size",
+                                    help="Text model width of a new VLM."),
+    num_layers: int = typer.Option(WorldModelSpec.num_layers, "--layers",
+                                   help="Text model layers of a new VLM."),
+    intermediate_size: int = typer.Option(WorldModelSpec.intermediate_size,
+                                          "--intermediate-size",
+                                          help="Text model MLP width of a new VLM."),
 ) -> None:
     """Pretrain the world VLM (LLaVA-style, ~0.6M parameters) on ShapesWorld reference chains.
 
     The training stream is the train split of world seed = --seed (fresh samples every step).
+    The text model's size options build a larger (or smaller) new model; the vision encoder
+    keeps the world CLIP's size, so --vision-init still applies. With --init-from the saved
+    model's architecture is kept, and a size option is an error.
     """
     from mmboundary.shapesworld.pretrain_vlm import evaluate_world_vlm, pretrain_world_vlm
     from mmboundary.shapesworld.scenes import shipped_world_clip_path
 
+    spec = WorldModelSpec(hidden_size=hidden_size, num_layers=num_layers,
+                          intermediate_size=intermediate_size)
+    if init_from is not None and spec != WorldModelSpec():
+        raise typer.BadParameter("--init-from keeps the saved model's architecture; drop "
+                                 "--hidden-size / --layers / --intermediate-size",
+                                 param_hint="--init-from")
     vision = {"none": None, "shipped": None}.get(vision_init.lower(), vision_init)
     if vision_init.lower() == "shipped" and init_from is None:
         vision = str(shipped_world_clip_path())
     cfg = PretrainConfig(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                          seed=seed, world_seed=seed, threads=threads, save_every=save_every,
                          vision_init=vision if init_from is None else None,
-                         init_from=str(init_from) if init_from is not None else None)
+                         init_from=str(init_from) if init_from is not None else None,
+                         spec=spec)
     bar, callback = _progress(steps, "pretrain VLM")
     with bar:
         info = pretrain_world_vlm(out, cfg, callback)
