@@ -126,6 +126,18 @@ _STEP = st.builds(lambda words, commas, punct: " ".join(
     st.sampled_from([".", "!", "?", ""]))
 
 
+@pytest.mark.parametrize("step", ["0 AltHouGH.", "The circle is red and.", "It is big but."])
+def test_a_linking_word_ending_the_content_stays_content(step: str,
+                                                         parser: StatementParser) -> None:
+    """Found by the property below: a statement opening with "but" / "and" does not also take
+    the content's last word when that word is a conjunction."""
+    for statement in ("but this is just a guess", "and I believe this is right"):
+        text = insert_statement(step, statement)
+        last = parser.parse(text)[-1]
+        assert last.statement == statement
+        assert text[last.start:last.content_end] == step.rstrip(".")
+
+
 @settings(max_examples=300, deadline=None)
 @given(step=_STEP, statement=st.sampled_from(BANK.statements), upper=st.booleans())
 def test_insert_then_parse_returns_the_level(step: str, statement: str, upper: bool,

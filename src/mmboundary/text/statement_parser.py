@@ -222,6 +222,12 @@ class StatementParser:
 
     @staticmethod
     def _extend_over_conjunction(body: str, start: int) -> int:
+        """Move ``start`` back over a linking word just before it ("red, though I'm not sure"),
+        unless the clause already opens with one: a statement has at most one, so in "0
+        although, but this is just a guess" the "although" stays content."""
+        first = body[start:].strip(" ,;:(").split(" ", 1)[0]
+        if normalize_statement(first) in CONJUNCTIONS:
+            return start
         head = body[:start].rstrip()
         match = re.search(r"(\S+)$", head)
         if match and normalize_statement(match.group(1)) in CONJUNCTIONS and match.start() > 0:
