@@ -124,7 +124,8 @@ class DemoConfig(ConfigBase):
     token, cross-fitted over the train questions, cut by the accuracy rule); R_CS's i_t is then
     a probe fitted on the RL start model's own answers (``RLConfig.probe``). The Internal C row
     stays C's (the paper's internal confidence). Validation: README "A teacher that knows
-    more"."""
+    more"; with distillation 1.0 and 200 GRPO steps it is ``--preset probe`` (README "The probe
+    teacher, distilled, with longer RL")."""
     rl_steps: int = 60
     """GRPO optimizer steps."""
     rl_lr: float = 5e-5
