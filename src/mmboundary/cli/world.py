@@ -77,11 +77,11 @@ def pretrain(
     init_from: Path = typer.Option(None, "--init-from",
                                    help="Continue training a saved world VLM (weights, tokenizer) "
                                         "instead of building a new one."),
-    hidden_size: int = typer.Option(WorldModelSpec.hidden_size, "--hidden-size",
+    hidden_size: int = typer.Option(default(WorldModelSpec, "hidden_size"), "--hidden-size",
                                     help="Text model width of a new VLM."),
-    num_layers: int = typer.Option(WorldModelSpec.num_layers, "--layers",
+    num_layers: int = typer.Option(default(WorldModelSpec, "num_layers"), "--layers",
                                    help="Text model layers of a new VLM."),
-    intermediate_size: int = typer.Option(WorldModelSpec.intermediate_size,
+    intermediate_size: int = typer.Option(default(WorldModelSpec, "intermediate_size"),
                                           "--intermediate-size",
                                           help="Text model MLP width of a new VLM."),
 ) -> None:
